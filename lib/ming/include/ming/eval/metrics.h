@@ -66,14 +66,15 @@ struct ExampleStats {
 // Both drop control characters and split on Unicode whitespace.
 std::vector<std::string> tokenize_for_metric(const std::string& text, const std::string& language);
 
-// For exact match: lower-case, drop punctuation and the articles a/an/the, collapse whitespace
-// (SQuAD normalisation). CJK text is compared with whitespace removed.
+// For exact match: lower-case, drop punctuation (ASCII and Unicode P*), drop the words
+// a/an/the, collapse whitespace (SQuAD's normalize_answer, extended to Unicode punctuation).
 std::string normalize_answer(const std::string& text);
 
 // Trims Unicode whitespace (like Python's str.strip()).
 std::string strip_unicode(const std::string& text);
 
-// ---- per-example statistics ----------------------------------------------------------------------
+// ---- per-example statistics
+// ----------------------------------------------------------------------
 
 ExampleStats example_correct(bool correct);  // accuracy
 ExampleStats example_exact_match(const std::string& pred, const std::string& gold);
@@ -93,8 +94,7 @@ ExampleStats example_nll(double nll_sum, double n_tokens);
 // ROUGE F-scores as rouge_chinese/pltrdy `rouge` computes them (PromptCBLUE's scorer):
 // n-grams are compared as sets (each distinct n-gram once), ROUGE-L uses the LCS of the whole
 // token sequences, F = 2PR / (P + R + 1e-8), and an empty side gives P or R = 0.
-double rouge_n_f(const std::vector<std::string>& pred, const std::vector<std::string>& gold,
-                 int n);
+double rouge_n_f(const std::vector<std::string>& pred, const std::vector<std::string>& gold, int n);
 double rouge_l_f(const std::vector<std::string>& pred, const std::vector<std::string>& gold);
 
 // ---- aggregation ------------------------------------------------------------------------------

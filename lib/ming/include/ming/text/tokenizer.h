@@ -44,7 +44,16 @@ class Tokenizer {
 // What to do with a bare `*.tiktoken` rank file, which carries no pre-tokenizer or special tokens.
 enum class Pretokenizer { qwen2, llama3, gpt2 };
 
+// "qwen2" | "llama3" | "gpt2" -> Pretokenizer; throws UsageError otherwise.
+Pretokenizer parse_pretokenizer(const std::string& name);
+std::string pretokenizer_name(Pretokenizer pretokenizer);
+
 struct TokenizerLoadOptions {
+  // Pattern, normaliser and special tokens for a bare `*.tiktoken` file (the family's special
+  // tokens follow the last rank: Qwen <|endoftext|> = 151643, <|im_start|>, <|im_end|>,
+  // <|extra_0..204|>; LLaMA-3 <|begin_of_text|> = 128000 ... <|eot_id|> = 128009, reserved;
+  // GPT-2 <|endoftext|>). Also used for vocab.json + merges.txt without a tokenizer_config.json
+  // that names the tokenizer class.
   Pretokenizer tiktoken_pretokenizer = Pretokenizer::qwen2;
 };
 

@@ -1,0 +1,245 @@
+#include "ming/model/config.h"
+
+#include "ming/core/error.h"
+#include "ming/io/json.h"
+
+namespace ming::model {
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+namespace {
+
+// Reads an integer key, with a default when absent or null.
+int64_t int_key(const Json& j, const char* key, int64_t fallback, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number_integer())
+    fail_usage("'{}': key '{}' must be an integer, got {}", where, key, it->dump());
+  return it->get<int64_t>();
+}
+
+int64_t required_int(const Json& j, const char* key, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) fail_usage("'{}': missing key '{}'", where, key);
+  return int_key(j, key, 0, where);
+}
+
+double num_key(const Json& j, const char* key, double fallback, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) fail_usage("'{}': key '{}' must be a number, got {}", where, key, it->dump());
+  return it->get<double>();
+}
+
+bool bool_key(const Json& j, const char* key, bool fallback, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) fail_usage("'{}': key '{}' must be true or false, got {}", where, key, it->dump());
+  return it->get<bool>();
+}
+
+std::string architecture_of(const std::string& model_type) {
+  if (model_type == "llama") return "LlamaForCausalLM";
+  if (model_type == "mistral") return "MistralForCausalLM";
+  return "Qwen2ForCausalLM";
+}
+
+}  // namespace
+
+std::string ModelConfig::architecture() const { return architecture_of(model_type); }
+
+ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
+  if (!j.is_object()) fail_usage("'{}': expected a JSON object", where);
+  ModelConfig c;
+
+  // The architecture: model_type decides; `architectures`, when present, must agree.
+  static const std::map<std::string, std::string> arch_to_type = {
+      {"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"}, {"Qwen2ForCausalLM", "qwen2"}};
+  std::string arch_type;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty()) {
+    const std::string arch = (*it)[0].is_string() ? (*it)[0].get<std::string>() : it->dump();
+    auto found = arch_to_type.find(arch);
+    if (found == arch_to_type.end())
+      fail_usage("'{}': key 'architectures' names '{}', which ming does not support (supported: "
+                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+                 where, arch);
+    arch_type = found->second;
+  }
+  if (auto it = j.find("model_type"); it != j.end()) {
+    if (!it->is_string()) fail_usage("'{}': key 'model_type' must be a string", where);
+    c.model_type = it->get<std::string>();
+    if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2")
+      fail_usage("'{}': key 'model_type' is '{}', which ming does not support (supported: llama, "
+                 "mistral, qwen2)",
+                 where, c.model_type);
+    if (!arch_type.empty() && arch_type != c.model_type)
+      fail_usage("'{}': key 'model_type' is '{}' but 'architectures' says {}", where, c.model_type,
+                 j["architectures"][0].dump());
+  } else if (!arch_type.empty()) {
+    c.model_type = arch_type;
+  } else {
+    fail_usage("'{}': missing key 'model_type' (and no 'architectures')", where);
+  }
+  const bool qwen2 = c.model_type == "qwen2";
+  const bool mistral = c.model_type == "mistral";
+
+  c.vocab_size = required_int(j, "vocab_size", where);
+  c.hidden_size = required_int(j, "hidden_size", where);
+  c.intermediate_size = required_int(j, "intermediate_size", where);
+  c.num_hidden_layers = required_int(j, "num_hidden_layers", where);
+  c.num_attention_heads = required_int(j, "num_attention_heads", where);
+  c.num_key_value_heads =
+      int_key(j, "num_key_value_heads", mistral ? 8 : c.num_attention_heads, where);
+  c.head_dim = int_key(j, "head_dim", 0, where);
+  c.rms_norm_eps = num_key(j, "rms_norm_eps", 1e-6, where);
+  c.rope_theta = num_key(j, "rope_theta", 10000.0, where);
+  c.max_position_embeddings =
+      int_key(j, "max_position_embeddings", qwen2 ? 32768 : mistral ? 131072 : 2048, where);
+  c.tie_word_embeddings = bool_key(j, "tie_word_embeddings", false, where);
+  if (qwen2) {
+    c.qkv_bias = true;  // Qwen2Attention always has q/k/v biases, o_proj none
+  } else if (c.model_type == "llama") {
+    c.qkv_bias = c.o_bias = bool_key(j, "attention_bias", false, where);
+    c.mlp_bias = bool_key(j, "mlp_bias", false, where);
+  }
+
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads"})
+    if (int_key(j, key, 1, where) <= 0)
+      fail_usage("'{}': key '{}' must be positive, got {}", where, key, j[key].dump());
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    fail_usage("'{}': num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+               where, c.num_attention_heads, c.num_key_value_heads);
+  if (c.head_dim == 0 && c.hidden_size % c.num_attention_heads != 0)
+    fail_usage("'{}': hidden_size ({}) is not a multiple of num_attention_heads ({}) and no "
+               "head_dim is given",
+               where, c.hidden_size, c.num_attention_heads);
+  if (c.head_size() % 2 != 0)
+    fail_usage("'{}': the head width {} must be even for rotary embeddings", where, c.head_size());
+  if (c.rms_norm_eps <= 0) fail_usage("'{}': key 'rms_norm_eps' must be positive", where);
+  if (c.rope_theta <= 0) fail_usage("'{}': key 'rope_theta' must be positive", where);
+
+  if (auto it = j.find("hidden_act"); it != j.end() && !it->is_null()) {
+    c.hidden_act = it->is_string() ? it->get<std::string>() : it->dump();
+    if (c.hidden_act != "silu")
+      fail_usage("'{}': key 'hidden_act' is '{}'; ming supports only 'silu' (SwiGLU)", where,
+                 c.hidden_act);
+  }
+
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail_usage("'{}': key 'rope_scaling' must be an object or null", where);
+    std::string type;
+    for (const char* key : {"rope_type", "type"})
+      if (it->contains(key) && (*it)[key].is_string()) type = (*it)[key].get<std::string>();
+    if (type == "llama3") {
+      RopeScaling s;
+      s.factor = num_key(*it, "factor", s.factor, where + " rope_scaling");
+      s.low_freq_factor = num_key(*it, "low_freq_factor", s.low_freq_factor, where + " rope_scaling");
+      s.high_freq_factor =
+          num_key(*it, "high_freq_factor", s.high_freq_factor, where + " rope_scaling");
+      s.original_max_position_embeddings =
+          int_key(*it, "original_max_position_embeddings", s.original_max_position_embeddings,
+                  where + " rope_scaling");
+      if (s.factor <= 0 || s.low_freq_factor <= 0 || s.high_freq_factor <= s.low_freq_factor ||
+          s.original_max_position_embeddings <= 0)
+        fail_usage("'{}': key 'rope_scaling' has inconsistent llama3 parameters {}", where,
+                   it->dump());
+      c.rope_scaling = s;
+    } else if (type != "default") {
+      fail_usage("'{}': key 'rope_scaling' has type '{}'; ming supports only 'llama3' (or null)",
+                 where, type.empty() ? it->dump() : type);
+    }
+  }
+
+  if (mistral) {
+    if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null())
+      c.sliding_window = int_key(j, "sliding_window", 0, where);
+  } else if (qwen2 && bool_key(j, "use_sliding_window", false, where)) {
+    fail_usage("'{}': key 'use_sliding_window' is true; ming supports Qwen2 only without sliding "
+               "window attention",
+               where);
+  }
+  if (c.sliding_window && *c.sliding_window <= 0)
+    fail_usage("'{}': key 'sliding_window' must be positive", where);
+
+  if (auto it = j.find("bos_token_id"); it != j.end() && it->is_number_integer())
+    c.bos_token_id = it->get<int64_t>();
+  if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
+    if (it->is_number_integer()) {
+      c.eos_token_ids.push_back(it->get<int64_t>());
+    } else if (it->is_array()) {
+      for (const auto& e : *it) {
+        if (!e.is_number_integer())
+          fail_usage("'{}': key 'eos_token_id' must be an integer or a list of integers", where);
+        c.eos_token_ids.push_back(e.get<int64_t>());
+      }
+    } else {
+      fail_usage("'{}': key 'eos_token_id' must be an integer or a list of integers", where);
+    }
+  }
+  if (auto it = j.find("torch_dtype"); it != j.end() && it->is_string())
+    c.torch_dtype = it->get<std::string>();
+  return c;
+}
+
+ModelConfig ModelConfig::load(const fs::path& path) {
+  const fs::path file = fs::is_directory(path) ? path / "config.json" : path;
+  if (!fs::exists(file)) fail_usage("'{}': no config.json (is this a model folder?)", file.string());
+  return from_json(io::read_json(file), file.string());
+}
+
+Json ModelConfig::to_json() const {
+  Json j = Json::object();
+  j["architectures"] = Json::array({architecture()});
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  if (head_dim > 0) j["head_dim"] = head_dim;
+  j["hidden_act"] = hidden_act;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling) {
+    j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
+                         {"factor", rope_scaling->factor},
+                         {"low_freq_factor", rope_scaling->low_freq_factor},
+                         {"high_freq_factor", rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings",
+                          rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (model_type == "llama") {
+    j["attention_bias"] = qkv_bias;
+    j["mlp_bias"] = mlp_bias;
+  } else if (model_type == "qwen2") {
+    j["use_sliding_window"] = false;
+  }
+  if (model_type != "llama")
+    j["sliding_window"] = sliding_window ? Json(*sliding_window) : Json(nullptr);
+  j["initializer_range"] = 0.02;
+  j["use_cache"] = true;
+  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
+  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
+  else if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
+  j["torch_dtype"] = torch_dtype;
+  return j;
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t d = hidden_size, hd = head_size();
+  const int64_t q = num_attention_heads * hd, kv = num_key_value_heads * hd;
+  int64_t layer = d * q + 2 * d * kv + q * d + 3 * d * intermediate_size + 2 * d;
+  if (qkv_bias) layer += q + 2 * kv;
+  if (o_bias) layer += d;
+  if (mlp_bias) layer += 2 * intermediate_size + d;
+  int64_t total = num_hidden_layers * layer + vocab_size * d + d;
+  if (!tie_word_embeddings) total += vocab_size * d;
+  return total;
+}
+
+}  // namespace ming::model

@@ -1,0 +1,299 @@
+#include "ming/model/transformer.h"
+
+#include <cmath>
+#include <limits>
+
+#include "ming/core/error.h"
+
+namespace ming::model {
+
+namespace F = torch::nn::functional;
+using torch::indexing::Slice;
+
+void KVCache::select_rows(const torch::Tensor& rows) {
+  for (auto& k : keys) k = k.index_select(0, rows);
+  for (auto& v : values) v = v.index_select(0, rows);
+}
+
+// ---- building blocks -------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t width, double eps_, const torch::TensorOptions& options)
+    : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({width}, options), /*requires_grad=*/false);
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // As HF's LlamaRMSNorm: normalise in fp32, round back to the input dtype, then scale.
+  auto x32 = x.to(torch::kFloat32);
+  auto normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t width, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({vocab, width}, options), false);
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+
+namespace {
+std::string layer_path(int64_t layer, const char* rest) {
+  return fmt::format("model.layers.{}.{}", layer, rest);
+}
+
+// (..., hd) -> (..., hd): [-x2, x1] for halves x1, x2 (HF's rotate_half).
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+AttentionImpl::AttentionImpl(const ModelConfig& c, int64_t layer, const torch::TensorOptions& o)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_size()) {
+  const int64_t d = c.hidden_size;
+  q_proj = register_module("q_proj", Projection(layer_path(layer, "self_attn.q_proj"), d,
+                                                 heads_ * head_dim_, c.qkv_bias, o));
+  k_proj = register_module("k_proj", Projection(layer_path(layer, "self_attn.k_proj"), d,
+                                                 kv_heads_ * head_dim_, c.qkv_bias, o));
+  v_proj = register_module("v_proj", Projection(layer_path(layer, "self_attn.v_proj"), d,
+                                                 kv_heads_ * head_dim_, c.qkv_bias, o));
+  o_proj = register_module("o_proj", Projection(layer_path(layer, "self_attn.o_proj"),
+                                                 heads_ * head_dim_, d, c.o_bias, o));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, const torch::Tensor& allowed,
+                                     KVCache* cache, int64_t layer) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, heads_, head_dim_});     // (B, T, H, hd)
+  auto k = k_proj(x).view({B, T, kv_heads_, head_dim_});  // (B, T, Hkv, hd)
+  auto v = v_proj(x).view({B, T, kv_heads_, head_dim_});
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  k = k.transpose(1, 2);  // (B, Hkv, T, hd)
+  v = v.transpose(1, 2);
+  if (cache) {
+    const int64_t past = cache->length;
+    cache->keys[layer].narrow(2, past, T).copy_(k);
+    cache->values[layer].narrow(2, past, T).copy_(v);
+    // Views over the filled part: (B, Hkv, past+T, hd), rows strided by hd, no copy.
+    k = cache->keys[layer].narrow(2, 0, past + T);
+    v = cache->values[layer].narrow(2, 0, past + T);
+  }
+  return o_proj(grouped_attention(q, k, v, allowed));
+}
+
+torch::Tensor grouped_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                const torch::Tensor& v, const torch::Tensor& allowed) {
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3);
+  const int64_t Hkv = k.size(1), S = k.size(2), G = H / Hkv;
+  TORCH_INTERNAL_ASSERT(H % Hkv == 0 && k.size(3) == hd);
+  // Group the query heads that share a kv head into one matrix per kv head, so K and V are
+  // used in place instead of being repeated G times: (B, Hkv, G*T, hd).
+  auto qg = q.view({B, T, Hkv, G, hd}).permute({0, 2, 3, 1, 4}).reshape({B, Hkv, G * T, hd});
+  auto scores = torch::matmul(qg, k.transpose(-1, -2));  // (B, Hkv, G*T, S)
+  // Softmax in fp32 (HF eager does the same); a fully masked row (a padding query) becomes
+  // uniform instead of NaN because the fill value is finite.
+  auto s32 = scores.to(torch::kFloat32).mul_(1.0 / std::sqrt(static_cast<double>(hd)));
+  s32 = s32.view({B, Hkv, G, T, S});
+  if (allowed.defined())
+    s32 = s32.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
+  auto probs = torch::softmax(s32, -1).to(q.scalar_type()).view({B, Hkv, G * T, S});
+  auto out = torch::matmul(probs, v);  // (B, Hkv, G*T, hd)
+  return out.view({B, Hkv, G, T, hd}).permute({0, 3, 1, 2, 4}).reshape({B, T, H * hd});
+}
+
+MlpImpl::MlpImpl(const ModelConfig& c, int64_t layer, const torch::TensorOptions& o) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  gate_proj = register_module("gate_proj",
+                              Projection(layer_path(layer, "mlp.gate_proj"), d, f, c.mlp_bias, o));
+  up_proj =
+      register_module("up_proj", Projection(layer_path(layer, "mlp.up_proj"), d, f, c.mlp_bias, o));
+  down_proj = register_module("down_proj",
+                              Projection(layer_path(layer, "mlp.down_proj"), f, d, c.mlp_bias, o));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer, const torch::TensorOptions& o)
+    : layer_(layer) {
+  self_attn = register_module("self_attn", Attention(c, layer, o));
+  mlp = register_module("mlp", Mlp(c, layer, o));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& allowed,
+                                        KVCache* cache) {
+  auto x = h + self_attn(input_layernorm(h), cos, sin, allowed, cache, layer_);
+  return x + mlp(post_attention_layernorm(x));
+}
+
+DecoderImpl::DecoderImpl(const ModelConfig& c, const torch::TensorOptions& o) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, o));
+  // A ModuleList would name layers "layers.0"; registering each layer under "layers.<i>" keeps
+  // the HF names while letting us hold typed handles.
+  auto list = torch::nn::ModuleList();
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    layers.push_back(DecoderLayer(c, l, o));
+    list->push_back(layers.back());
+  }
+  register_module("layers", list);
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
+}
+
+// ---- rotary --------------------------------------------------------------------------------
+
+torch::Tensor rope_inverse_frequencies(const ModelConfig& c) {
+  const int64_t hd = c.head_size();
+  // As HF: 1 / theta^(arange(0, hd, 2) / hd), in fp32.
+  auto exponent = torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(hd);
+  auto inv_freq = 1.0 / torch::pow(torch::tensor(static_cast<float>(c.rope_theta)), exponent);
+  if (c.rope_scaling) {
+    const auto& s = *c.rope_scaling;
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    auto wavelen = 2 * M_PI / inv_freq;
+    // Long wavelengths (low frequencies) are slowed down by `factor`, short ones kept.
+    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
+    auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv_freq = torch::where(medium, smoothed, scaled);
+  }
+  return inv_freq.to(torch::kFloat32);
+}
+
+// ---- the whole model -----------------------------------------------------------------------
+
+CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& options)
+    : config_(std::move(config)) {
+  model = register_module("model", Decoder(config_, options));
+  if (!config_.tie_word_embeddings)
+    lm_head = register_module("lm_head", Projection("lm_head", config_.hidden_size,
+                                                    config_.vocab_size, false, options));
+  inv_freq_ = rope_inverse_frequencies(config_);
+}
+
+torch::ScalarType CausalLMImpl::dtype() const { return model->norm->weight.scalar_type(); }
+torch::Device CausalLMImpl::device() const { return model->norm->weight.device(); }
+
+std::pair<torch::Tensor, torch::Tensor> CausalLMImpl::rotary(const torch::Tensor& positions,
+                                                             torch::ScalarType dtype) {
+  if (inv_freq_.device() != positions.device()) inv_freq_ = inv_freq_.to(positions.device());
+  // (B, T, hd/2) angles in fp32, duplicated for the two halves as HF's cat(freqs, freqs).
+  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);  // (B, T, 1, hd)
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardOptions& o) {
+  TORCH_CHECK(ids.dim() == 2, "forward: ids must be (B, T), got ", ids.sizes());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t past = o.cache ? o.cache->length : 0;
+  const int64_t S = past + T;
+  if (o.cache) {
+    TORCH_CHECK(o.cache->batch() == B, "forward: cache holds ", o.cache->batch(),
+                " sequences, ids have ", B);
+    if (S > o.cache->capacity())
+      fail("forward: {} positions exceed the KV cache capacity {}", S, o.cache->capacity());
+  }
+  const auto dev = ids.device();
+  torch::Tensor mask;  // (B, S) bool or undefined
+  if (o.attention_mask.defined()) {
+    TORCH_CHECK(o.attention_mask.dim() == 2 && o.attention_mask.size(0) == B &&
+                    o.attention_mask.size(1) == S,
+                "forward: attention_mask must be (B, past + T) = (", B, ", ", S, "), got ",
+                o.attention_mask.sizes());
+    mask = o.attention_mask.to(dev).ne(0);
+  }
+
+  torch::Tensor positions = o.position_ids;
+  if (!positions.defined()) {
+    if (mask.defined())
+      positions = (mask.to(torch::kInt64).cumsum(1) - 1).clamp_min(0).narrow(1, S - T, T);
+    else
+      positions = torch::arange(past, S, torch::TensorOptions().dtype(torch::kInt64).device(dev))
+                      .unsqueeze(0)
+                      .expand({B, T});
+  }
+  TORCH_CHECK(positions.sizes() == ids.sizes(), "forward: position_ids must be (B, T)");
+
+  // allowed: (B|1, 1, 1, T, S). A single new token without padding may see every cached key.
+  torch::Tensor allowed;
+  const bool windowed = config_.sliding_window && S > *config_.sliding_window;
+  if (T > 1 || mask.defined() || windowed) {
+    auto topt = torch::TensorOptions().dtype(torch::kInt64).device(dev);
+    auto query_pos = torch::arange(past, S, topt).unsqueeze(1);  // (T, 1)
+    auto key_pos = torch::arange(0, S, topt).unsqueeze(0);       // (1, S)
+    allowed = key_pos.le(query_pos);                             // (T, S)
+    if (windowed) allowed = allowed.logical_and((query_pos - key_pos).lt(*config_.sliding_window));
+    allowed = allowed.view({1, 1, 1, T, S});
+    if (mask.defined()) allowed = allowed.logical_and(mask.view({B, 1, 1, 1, S}));
+  }
+
+  auto h = model->embed_tokens(ids);  // (B, T, D)
+  auto [cos, sin] = rotary(positions, h.scalar_type());
+  for (auto& layer : model->layers) h = layer(h, cos, sin, allowed, o.cache);
+  if (o.cache) o.cache->length = S;
+
+  if (o.output == ForwardOutput::logits_last) h = h.narrow(1, T - 1, 1);
+  h = model->norm(h);
+  if (o.output == ForwardOutput::hidden) return h;
+  return logits(h);
+}
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
+  if (lm_head) return lm_head(hidden);
+  return torch::nn::functional::linear(hidden, model->embed_tokens->weight);
+}
+
+KVCache CausalLMImpl::new_cache(int64_t batch, int64_t capacity) const {
+  KVCache cache;
+  auto opts = torch::TensorOptions().dtype(dtype()).device(device());
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    cache.keys.push_back(
+        torch::empty({batch, config_.num_key_value_heads, capacity, config_.head_size()}, opts));
+    cache.values.push_back(torch::empty_like(cache.keys.back()));
+  }
+  return cache;
+}
+
+std::vector<Projection> CausalLMImpl::projections() const {
+  std::vector<Projection> out;
+  for (const auto& layer : model->layers) {
+    const auto& a = layer->self_attn;
+    const auto& m = layer->mlp;
+    for (const auto& p : {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj,
+                          m->down_proj})
+      out.push_back(p);
+  }
+  if (lm_head) out.push_back(lm_head);
+  return out;
+}
+
+void CausalLMImpl::set_trainable(bool trainable) {
+  // Base parameters only: adapters attached under "<projection>.adapter" keep their own setting.
+  for (auto& item : named_parameters()) {
+    if (item.key().find(".adapter.") != std::string::npos) continue;
+    item.value().set_requires_grad(trainable);
+  }
+}
+
+void CausalLMImpl::init_random(double std) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters()) {
+    if (item.key().find(".adapter.") != std::string::npos) continue;
+    auto& p = item.value();
+    if (item.key().find("norm") != std::string::npos)
+      p.normal_(1.0, std);
+    else
+      p.normal_(0.0, std);
+  }
+}
+
+}  // namespace ming::model

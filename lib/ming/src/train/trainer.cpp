@@ -1,0 +1,573 @@
+#include "ming/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <regex>
+
+#include "ming/adapt/adapter_io.h"
+#include "ming/core/error.h"
+#include "ming/core/log.h"
+#include "ming/core/runtime.h"
+#include "ming/data/loader.h"
+#include "ming/io/files.h"
+#include "ming/io/json.h"
+#include "ming/io/safetensors.h"
+#include "ming/model/load.h"
+#include "ming/train/distributed.h"
+
+namespace ming::train {
+namespace fs = std::filesystem;
+using io::Json;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// bf16 compute for full fine-tuning with fp32 master weights. The autocast API moved in
+// LibTorch 2.4; this is the one place that knows.
+class CpuAutocast {
+ public:
+  explicit CpuAutocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+#else
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+#endif
+  }
+  ~CpuAutocast() {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+#else
+    at::autocast::set_cpu_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool enabled_;
+};
+
+torch::Tensor rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_rng_state(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+std::string format_duration(double seconds) {
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+// Checkpoint folders "checkpoint-<step>" in `dir`, oldest first.
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  if (!fs::is_directory(dir)) return out;
+  static const std::regex name_re(R"(checkpoint-([0-9]+))");
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::smatch m;
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(name, m, name_re) &&
+        fs::exists(entry.path() / "trainer_state.json"))
+      out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Files of a folder written by a staged writer moved into `dir` one by one (each a rename).
+void move_files_into(const fs::path& from, const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(from))
+    fs::rename(entry.path(), dir / entry.path().filename());
+  fs::remove_all(from);
+}
+
+// Sum of token losses (fp32) of one batch; labels are aligned with inputs, so position t
+// predicts label t + 1.
+torch::Tensor summed_token_loss(model::CausalLM& model, const data::Batch& batch,
+                                torch::Device device) {
+  auto ids = batch.input_ids.to(device);
+  model::ForwardOptions fwd;
+  fwd.attention_mask = batch.attention_mask.to(device);
+  fwd.position_ids = batch.position_ids.to(device);
+  if (batch.segment_ids.defined() && batch.segment_ids.max().item<int64_t>() > 1)
+    fwd.allowed = data::packed_attention_mask(batch.segment_ids).unsqueeze(1).to(device);
+  auto logits = model->forward(ids, fwd);                           // (B, T, V)
+  auto shifted = logits.narrow(1, 0, logits.size(1) - 1);           // (B, T-1, V)
+  auto targets = batch.labels.narrow(1, 1, batch.labels.size(1) - 1).to(device);
+  return torch::nn::functional::cross_entropy(
+      shifted.reshape({-1, shifted.size(-1)}).to(torch::kFloat32), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreIndex).reduction(
+          torch::kSum));
+}
+
+// Router load across layers: mean coefficient of variation of the per-expert token shares,
+// and the largest max/mean load of any layer (1 = perfectly balanced).
+std::pair<double, double> load_balance(const std::map<std::string, adapt::LayerLoad>& loads) {
+  double cv_sum = 0, worst = 0;
+  int n = 0;
+  for (const auto& [layer, load] : loads) {
+    size_t e = load.counts.size();
+    if (e < 2 || load.tokens == 0) continue;
+    double mean = 1.0 / double(e), var = 0, mx = 0;
+    for (size_t i = 0; i < e; ++i) {
+      double f = load.fraction(i);
+      var += (f - mean) * (f - mean);
+      mx = std::max(mx, f);
+    }
+    cv_sum += std::sqrt(var / double(e)) / mean;
+    worst = std::max(worst, mx / mean);
+    ++n;
+  }
+  return {n ? cv_sum / n : 0.0, worst};
+}
+
+struct Checkpoint {
+  int64_t step = 0;
+  Json data_state;
+  int64_t skipped = 0;
+  int64_t consecutive_nonfinite = 0;
+  int64_t tokens_seen = 0;
+};
+
+}  // namespace
+
+TrainOptions load_train_options(const fs::path& config_path,
+                                const std::vector<std::string>& overrides) {
+  config::Document doc = config_path.empty() ? config::parse_document("", "<command line>")
+                                             : config::load_document(config_path);
+  for (const auto& o : overrides) config::apply_override(doc, o);
+  auto options = config::read<TrainOptions>(doc);
+  // Relative paths in a config file are relative to the directory the tool runs in, as with
+  // every other flag (a Makefile or sbatch script sets that).
+  options.validate();
+  return options;
+}
+
+double scheduled_lr(const std::string& schedule, double peak, int64_t step, int64_t total,
+                    int64_t warmup) {
+  if (warmup > 0 && step < warmup) return peak * double(step + 1) / double(warmup);
+  if (schedule == "constant") return peak;
+  double progress = total > warmup ? double(step - warmup) / double(total - warmup) : 1.0;
+  progress = std::clamp(progress, 0.0, 1.0);
+  if (schedule == "linear") return peak * (1.0 - progress);
+  return peak * 0.5 * (1.0 + std::cos(M_PI * progress));  // cosine
+}
+
+TrainResult train(const TrainOptions& options, const RunOptions& run) {
+  options.validate();
+  const WorldInfo world = detect_world();
+  torch::Device device = parse_device(options.device);
+  // "cuda" on a multi-GPU node: one GPU per local rank (SLURM may also have narrowed
+  // CUDA_VISIBLE_DEVICES to one, hence the modulo).
+  if (device.is_cuda() && options.device == "cuda" && world.world_size > 1)
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                             world.local_rank % torch::cuda::device_count()));
+  set_threads(static_cast<int>(options.threads));
+  ProcessGroup group(world, device);
+  const bool main_rank = group.is_main();
+  const fs::path out_dir = options.output_dir;
+  const bool full = options.finetuning_type == "full";
+
+  // ---- model, adapters, data -------------------------------------------------------------------
+  set_seed(static_cast<uint64_t>(options.seed));
+  model::LoadOptions load;
+  load.device = device;
+  // Full fine-tuning keeps fp32 master weights (bf16 through autocast); adapters train on a
+  // frozen base stored in the compute dtype.
+  load.dtype = (full || !options.bf16) ? torch::kFloat32 : torch::kBFloat16;
+  model::LoadedModel base = model::load_model(options.model_name_or_path, load);
+  if (!base.tokenizer)
+    fail_usage("model '{}' has no tokenizer files", options.model_name_or_path);
+
+  adapt::AdapterConfig adapter_config;
+  std::shared_ptr<adapt::MoeContext> moe_context;
+  std::vector<torch::Tensor> trainable;
+  if (full) {
+    base.model->set_trainable(true);
+    for (auto& p : base.model->parameters()) trainable.push_back(p);
+  } else if (!options.adapter_name_or_path.empty()) {
+    adapt::LoadAdapterOptions lo;
+    lo.trainable = true;
+    auto loaded = adapt::load_adapter(*base.model, options.adapter_name_or_path, lo);
+    adapter_config = loaded.config;
+    moe_context = loaded.injected.context;
+    trainable = loaded.injected.parameters;
+  } else {
+    adapter_config = options.adapter_config();
+    auto injected = adapt::inject_adapters(*base.model, adapter_config);
+    moe_context = injected.context;
+    trainable = injected.parameters;
+  }
+  int64_t n_trainable = 0;
+  for (const auto& p : trainable) n_trainable += p.numel();
+  // Identical starting weights on every rank, then a separate dropout stream per rank.
+  group.broadcast(trainable);
+  set_seed(static_cast<uint64_t>(options.seed) + 1000003ull * static_cast<uint64_t>(world.rank));
+
+  auto train_data = data::TrainingData::load(options.data_options(), *base.tokenizer,
+                                             fs::path(options.model_name_or_path));
+  data::DataLoader loader(train_data, options.per_device_train_batch_size, world.rank,
+                          world.world_size);
+  const int64_t total_steps =
+      options.max_steps > 0
+          ? options.max_steps
+          : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                     options.num_train_epochs * double(loader.steps_per_epoch()) /
+                                     double(options.gradient_accumulation_steps))));
+  const int64_t warmup = options.warmup_steps > 0
+                             ? options.warmup_steps
+                             : static_cast<int64_t>(std::ceil(options.warmup_ratio * total_steps));
+  std::shared_ptr<const data::TrainingData> eval_data;
+  if (!options.eval_dataset.empty())
+    eval_data = data::TrainingData::load(options.data_options(/*eval=*/true), *base.tokenizer,
+                                         fs::path(options.model_name_or_path));
+
+  // ---- optimizer ---------------------------------------------------------------------------------
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : trainable) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto adamw = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(options.learning_rate)
+            .betas({options.adam_beta1, options.adam_beta2})
+            .eps(options.adam_epsilon)
+            .weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty()) groups.emplace_back(decay, adamw(options.weight_decay));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, adamw(0.0));
+  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(options.learning_rate));
+
+  // ---- resume ------------------------------------------------------------------------------------
+  Checkpoint state;
+  if (run.resume) {
+    auto checkpoints = list_checkpoints(out_dir);
+    if (checkpoints.empty()) {
+      log::info("resume: no checkpoint in '{}', starting from scratch", out_dir.string());
+    } else {
+      const fs::path dir = checkpoints.back().second;
+      log::info("resume: from {}", dir.string());
+      auto weights = io::SafetensorsFile::open(dir / "trainable.safetensors");
+      torch::NoGradGuard no_grad;
+      for (auto& [name, param] : base.model->named_parameters()) {
+        if (!param.requires_grad()) continue;
+        if (!weights->find(name))
+          fail_usage("checkpoint '{}' has no tensor '{}' (was it written by another config?)",
+                     dir.string(), name);
+        param.copy_(weights->get(name));
+      }
+      torch::load(optimizer, (dir / "optimizer.pt").string());
+      Json s = io::read_json(dir / "trainer_state.json");
+      state.step = s.at("step").get<int64_t>();
+      state.data_state = s.at("data");
+      state.skipped = s.value("skipped_nonfinite", int64_t{0});
+      state.consecutive_nonfinite = s.value("consecutive_nonfinite", int64_t{0});
+      state.tokens_seen = s.value("tokens_seen", int64_t{0});
+      loader.restore(state.data_state);
+      auto rng = io::SafetensorsFile::open(dir / "rng.safetensors");
+      const std::string key = fmt::format("rank{}", world.rank);
+      if (rng->find(key)) set_rng_state(rng->get(key).clone());
+    }
+  }
+
+  // ---- run folder ----------------------------------------------------------------------------
+  if (main_rank) {
+    fs::create_directories(out_dir);
+    TrainOptions resolved = options;
+    io::write_file_atomic(out_dir / "config.yaml", config::to_yaml(config::write(resolved)));
+    // Keep the metrics of the steps the checkpoint covers; later lines belong to lost work.
+    std::string kept;
+    if (run.resume && fs::exists(out_dir / "metrics.jsonl")) {
+      io::for_each_jsonl(
+          out_dir / "metrics.jsonl",
+          [&](const Json& r, int64_t) {
+            if (r.value("step", int64_t{0}) <= state.step) kept += r.dump() + "\n";
+          },
+          [](int64_t, const std::string&) {});
+    }
+    io::write_file_atomic(out_dir / "metrics.jsonl", kept);
+  }
+  std::ofstream metrics;
+  if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
+
+  log::info("train: {} {} | {} trainable parameters | {} steps ({} warm-up) | global batch {} x {} "
+            "accumulation | {} rank(s) | {} threads | {}",
+            options.finetuning_type, options.model_name_or_path, n_trainable, total_steps, warmup,
+            options.per_device_train_batch_size * world.world_size,
+            options.gradient_accumulation_steps, world.world_size, torch::get_num_threads(),
+            options.bf16 ? "bf16" : "fp32");
+  for (const auto& s : train_data->stats())
+    log::info("data: {} ({}): {} examples, {} tokens, {} skipped, {} truncated, {} dropped",
+              s.path, data::data_format_name(s.format), s.n_examples, s.n_tokens, s.n_bad,
+              s.n_truncated, s.n_dropped);
+
+  auto save_checkpoint = [&](int64_t step) -> fs::path {
+    fs::path dir = out_dir / fmt::format("checkpoint-{}", step);
+    // Every rank's RNG state travels to rank 0 through the all-reduce of a zero-padded table.
+    auto mine = rng_state();
+    auto table = torch::zeros({world.world_size, mine.numel()}, torch::kFloat32);
+    table[world.rank].copy_(mine.to(torch::kFloat32));
+    std::vector<torch::Tensor> t = {table};
+    group.all_reduce_sum(t);
+    if (main_rank) {
+      io::StagedDir staged(dir);
+      io::NamedTensors weights;
+      for (auto& [name, param] : base.model->named_parameters())
+        if (param.requires_grad()) weights.emplace_back(name, param.detach());
+      io::save_safetensors(staged / "trainable.safetensors", weights);
+      io::NamedTensors rng;
+      for (int r = 0; r < world.world_size; ++r)
+        rng.emplace_back(fmt::format("rank{}", r), t[0][r].to(torch::kUInt8));
+      io::save_safetensors(staged / "rng.safetensors", rng);
+      torch::save(optimizer, (staged / "optimizer.pt").string());
+      io::write_json(staged / "trainer_state.json",
+                     Json{{"step", step},
+                          {"total_steps", total_steps},
+                          {"data", loader.state()},
+                          {"skipped_nonfinite", state.skipped},
+                          {"consecutive_nonfinite", state.consecutive_nonfinite},
+                          {"tokens_seen", state.tokens_seen},
+                          {"world_size", world.world_size}});
+      staged.commit();
+      auto all = list_checkpoints(out_dir);
+      for (size_t i = 0; i + options.save_total_limit < all.size(); ++i)
+        fs::remove_all(all[i].second);
+    }
+    group.barrier();
+    return dir;
+  };
+
+  auto evaluate = [&]() -> double {
+    torch::NoGradGuard no_grad;
+    CpuAutocast autocast(full && options.bf16);
+    data::DataLoader eval_loader(eval_data, options.per_device_train_batch_size, world.rank,
+                                 world.world_size);
+    int64_t n_batches = std::max<int64_t>(
+        1, std::min(eval_loader.rows_per_epoch(), options.max_eval_examples) /
+               (options.per_device_train_batch_size * world.world_size));
+    double loss_sum = 0, tokens = 0;
+    for (int64_t i = 0; i < n_batches; ++i) {
+      auto batch = eval_loader.next();
+      if (moe_context) moe_context->set_token_mask(batch.attention_mask.to(device));
+      loss_sum += summed_token_loss(base.model, batch, device).item<double>();
+      tokens += double(batch.n_target_tokens);
+      if (moe_context) {
+        moe_context->clear_token_mask();
+        moe_context->take_aux_loss();
+        moe_context->take_load();
+      }
+    }
+    loss_sum = group.all_reduce_sum(loss_sum);
+    tokens = group.all_reduce_sum(tokens);
+    return tokens > 0 ? loss_sum / tokens : 0.0;
+  };
+
+  // ---- loop -------------------------------------------------------------------------------------
+  g_stop_signal = 0;
+  auto old_term = std::signal(SIGTERM, on_stop_signal);
+  auto old_int = std::signal(SIGINT, on_stop_signal);
+  struct RestoreSignals {
+    decltype(old_term) term, intr;
+    ~RestoreSignals() {
+      std::signal(SIGTERM, term);
+      std::signal(SIGINT, intr);
+    }
+  } restore_signals{old_term, old_int};
+
+  TrainResult result;
+  result.skipped_nonfinite = state.skipped;
+  base.model->train();
+  double window_loss = 0;
+  int64_t window_steps = 0, steps_this_run = 0;
+  auto run_start = std::chrono::steady_clock::now();
+  const bool terminal = log::stderr_is_terminal();
+
+  for (int64_t step = state.step; step < total_steps; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    double lr = scheduled_lr(options.lr_scheduler_type, options.learning_rate, step, total_steps,
+                             warmup);
+    for (auto& g : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+
+    // The whole step's batches first: the loss is normalised by the global target-token count.
+    std::vector<data::Batch> micro;
+    double local_targets = 0, local_tokens = 0;
+    double epoch_progress = 0;
+    for (int64_t m = 0; m < options.gradient_accumulation_steps; ++m) {
+      micro.push_back(loader.next());
+      local_targets += double(micro.back().n_target_tokens);
+      local_tokens += micro.back().attention_mask.sum().item<double>();
+      epoch_progress = micro.back().epoch_progress;
+    }
+    const double global_targets = std::max(1.0, group.all_reduce_sum(local_targets));
+    const double global_tokens = group.all_reduce_sum(local_tokens);
+
+    optimizer.zero_grad();
+    double local_loss = 0, aux_value = 0;
+    std::map<std::string, adapt::LayerLoad> loads;
+    for (auto& batch : micro) {
+      CpuAutocast autocast(full && options.bf16);
+      if (moe_context) moe_context->set_token_mask(batch.attention_mask.to(device));
+      auto loss_sum = summed_token_loss(base.model, batch, device);
+      auto loss = loss_sum / global_targets;
+      if (moe_context) {
+        auto aux = moe_context->take_aux_loss();
+        if (aux.requires_grad()) {
+          // Auxiliary losses are means per micro-batch: average them over the global step.
+          auto scaled = aux / double(options.gradient_accumulation_steps * world.world_size);
+          aux_value += scaled.item<double>();
+          loss = loss + scaled;
+        }
+        for (auto& [layer, l] : moe_context->take_load()) {
+          auto& acc = loads[layer];
+          if (acc.counts.empty()) acc.counts.assign(l.counts.size(), 0);
+          for (size_t e = 0; e < l.counts.size(); ++e) acc.counts[e] += l.counts[e];
+          acc.tokens += l.tokens;
+          acc.top_k = l.top_k;
+        }
+        moe_context->clear_token_mask();
+      }
+      loss.backward();
+      local_loss += loss_sum.item<double>();
+    }
+    std::vector<torch::Tensor> grads;
+    for (auto& p : trainable) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+    group.all_reduce_sum(grads);
+    const double step_loss = group.all_reduce_sum(local_loss) / global_targets;
+    double grad_norm = 0;
+    if (options.max_grad_norm > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(trainable, options.max_grad_norm);
+    } else {
+      for (auto& g : grads) grad_norm += g.to(torch::kFloat64).pow(2).sum().item<double>();
+      grad_norm = std::sqrt(grad_norm);
+    }
+    const bool finite = std::isfinite(step_loss) && std::isfinite(grad_norm);
+    if (finite) {
+      optimizer.step();
+      state.consecutive_nonfinite = 0;
+    } else {
+      optimizer.zero_grad();
+      ++state.skipped;
+      ++state.consecutive_nonfinite;
+      log::warn("step {}: non-finite loss {} or gradient norm {}; step skipped ({} in a row)",
+                step + 1, step_loss, grad_norm, state.consecutive_nonfinite);
+    }
+    state.tokens_seen += static_cast<int64_t>(global_tokens);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t done = step + 1;
+    ++steps_this_run;
+    if (finite) {
+      window_loss += step_loss;
+      ++window_steps;
+    }
+
+    if (done % options.logging_steps == 0 || done == total_steps) {
+      auto [load_cv, load_max] = load_balance(loads);
+      const double mean_loss = window_steps ? window_loss / window_steps : step_loss;
+      result.final_loss = mean_loss;
+      if (main_rank) {
+        Json line = {{"step", done},
+                     {"epoch", epoch_progress},
+                     {"loss", mean_loss},
+                     {"learning_rate", lr},
+                     {"grad_norm", grad_norm},
+                     {"tokens_per_second", global_tokens / seconds},
+                     {"tokens", state.tokens_seen},
+                     {"skipped_nonfinite", state.skipped}};
+        if (!loads.empty()) {
+          line["router_load_cv"] = load_cv;
+          line["router_load_max_over_mean"] = load_max;
+        }
+        if (aux_value != 0) line["aux_loss"] = aux_value;
+        metrics << line.dump() << "\n" << std::flush;
+        double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+        double eta = elapsed / double(steps_this_run) * double(total_steps - done);
+        std::string msg = fmt::format(
+            "step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | eta {}", done,
+            total_steps, mean_loss, lr, grad_norm, global_tokens / seconds, format_duration(eta));
+        if (terminal && log::level() <= log::Level::info)
+          std::fprintf(stderr, "\r%s\033[K%s", msg.c_str(), done == total_steps ? "\n" : "");
+        else
+          log::info("{}", msg);
+      }
+      window_loss = 0;
+      window_steps = 0;
+    }
+    if (eval_data && options.eval_steps > 0 &&
+        (done % options.eval_steps == 0 || done == total_steps)) {
+      base.model->eval();
+      double eval_loss = evaluate();
+      base.model->train();
+      if (main_rank) {
+        metrics << Json{{"step", done}, {"eval_loss", eval_loss}}.dump() << "\n" << std::flush;
+        log::info("step {}: eval loss {:.4f} (perplexity {:.2f})", done, eval_loss,
+                  std::exp(eval_loss));
+      }
+    }
+    result.steps = done;
+    if (state.consecutive_nonfinite >= options.max_nonfinite_steps) {
+      result.checkpoint = save_checkpoint(done);
+      fail("training diverged: {} consecutive steps with a non-finite loss or gradient (last at "
+           "step {}); checkpoint written to '{}'. Lower learning_rate or max_grad_norm, or check "
+           "the data.",
+           state.consecutive_nonfinite, done, result.checkpoint.string());
+    }
+    const bool signalled = g_stop_signal.load() != 0;
+    const bool stop_here = run.stop_after_steps > 0 && steps_this_run >= run.stop_after_steps;
+    if (options.save_steps > 0 && done % options.save_steps == 0 && done < total_steps)
+      result.checkpoint = save_checkpoint(done);
+    if ((signalled || stop_here) && done < total_steps) {
+      if (result.checkpoint != out_dir / fmt::format("checkpoint-{}", done))
+        result.checkpoint = save_checkpoint(done);
+      result.interrupted = true;
+      log::info("stopped{} at step {}/{}; checkpoint '{}'; rerun with --resume to continue",
+                signalled ? (g_stop_signal == SIGTERM ? " by SIGTERM" : " by SIGINT") : "", done,
+                total_steps, result.checkpoint.string());
+      return result;
+    }
+  }
+  result.skipped_nonfinite = state.skipped;
+
+  // ---- result --------------------------------------------------------------------------------
+  if (main_rank) {
+    fs::path staging = out_dir / ".result-staging";
+    fs::remove_all(staging);
+    if (full) {
+      model::SaveOptions save;
+      save.tokenizer_source = fs::path(options.model_name_or_path);
+      save.generation_config = base.generation_config;
+      model::save_model(staging, base.config, base.model, save);
+    } else {
+      adapt::save_adapter(staging, *base.model, adapter_config, options.model_name_or_path);
+    }
+    move_files_into(staging, out_dir);
+    log::info("train: done, {} steps; result in '{}'", result.steps, out_dir.string());
+  }
+  group.barrier();
+  return result;
+}
+
+}  // namespace ming::train

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs ming's system dependencies from Debian packages (when missing) and builds it in
+# Release into ./build. Idempotent: a second run only rebuilds what changed.
+#
+#   scripts/setup.sh                # deps + build
+#   BUILD_DIR=build-debug CMAKE_BUILD_TYPE=Debug scripts/setup.sh
+#   Torch_DIR=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')/Torch \
+#     scripts/setup.sh              # against a pip PyTorch 2.x (CUDA or not) instead of Debian's
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build_dir=${BUILD_DIR:-$root/build}
+build_type=${CMAKE_BUILD_TYPE:-Release}
+
+packages=(build-essential cmake ninja-build pkg-config git python3
+          libtorch-dev libsentencepiece-dev sentencepiece libcli11-dev libfmt-dev
+          libyaml-cpp-dev doctest-dev nlohmann-json3-dev libopenblas-dev
+          libpcre2-dev libutf8proc-dev)
+# With a pip LibTorch (Torch_DIR set) Debian's libtorch-dev is not needed.
+if [[ -n "${Torch_DIR:-}" ]]; then
+  packages=("${packages[@]/libtorch-dev}")
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  [[ -z "$p" ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+# LibTorch translation units need ~1.5 GB of memory each to compile.
+mem_gb=$(awk '/MemAvailable/ {print int($2/1048576)}' /proc/meminfo 2>/dev/null || echo 8)
+(( jobs > mem_gb / 2 && mem_gb >= 2 )) && jobs=$(( mem_gb / 2 ))
+(( jobs < 1 )) && jobs=1
+
+generator=()
+command -v ninja >/dev/null && [[ ! -f "$build_dir/Makefile" ]] && generator=(-G Ninja)
+cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE="$build_type" \
+  ${Torch_DIR:+-DTorch_DIR="$Torch_DIR"} ${MING_CMAKE_ARGS:-} >/dev/null
+echo "setup: building in $build_dir with $jobs jobs" >&2
+cmake --build "$build_dir" -j "$jobs"
