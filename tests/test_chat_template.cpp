@@ -37,7 +37,12 @@ TEST_CASE("chatml renders Qwen's template with marker/header/content segments") 
         "<|im_start|>assistant\nHello! <|im_end|>\n"
         "<|im_start|>user\nBye<|im_end|>\n"
         "<|im_start|>assistant\n");
-  CHECK(kinds(segs) == "MHCMM" "MHCMM" "MHCMM" "MHCMM" "MH");
+  CHECK(kinds(segs) ==
+        "MHCMM"
+        "MHCMM"
+        "MHCMM"
+        "MHCMM"
+        "MH");
   // The assistant turn: <|im_start|> marker, "assistant\n" header, content, <|im_end|>, "\n".
   CHECK(segs[10].text == "<|im_start|>");
   CHECK(segs[11].text == "assistant\n");
@@ -67,7 +72,10 @@ TEST_CASE("llama2 folds the system prompt into the first [INST] with <s>/</s> pe
   CHECK(join_segments(segs) ==
         "<s>[INST] <<SYS>>\nYou are helpful.\n<</SYS>>\n\n Hi there [/INST] Hello! </s>"
         "<s>[INST] Bye [/INST]");
-  CHECK(kinds(segs) == "MMMCMCM" "HCM" "MMCM");
+  CHECK(kinds(segs) ==
+        "MMMCMCM"
+        "HCM"
+        "MMCM");
   CHECK(segs[3].role == Role::system);
   CHECK(segs[3].text == "You are helpful.");
   CHECK(segs[8].text == "Hello!");
@@ -87,14 +95,19 @@ TEST_CASE("llama3 renders header tokens, trims content and adds the generation h
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  CHECK(kinds(segs) == "M" "HCM" "HCM" "H");
+  CHECK(kinds(segs) ==
+        "M"
+        "HCM"
+        "HCM"
+        "H");
   CHECK(segs.back().role == Role::assistant);
 }
 
 TEST_CASE("raw template concatenates contents only") {
   RenderOptions opts;
   opts.add_generation_prompt = true;
-  const auto segs = render_chat(ChatTemplateKind::raw, {{Role::user, "Q: 1+1?"}, {Role::assistant, " 2"}}, opts);
+  const auto segs =
+      render_chat(ChatTemplateKind::raw, {{Role::user, "Q: 1+1?"}, {Role::assistant, " 2"}}, opts);
   CHECK(join_segments(segs) == "Q: 1+1? 2");
   CHECK(kinds(segs) == "CC");
 }
@@ -123,12 +136,14 @@ TEST_CASE("template names and roles parse; unknown ones are usage errors") {
 TEST_CASE("detect_chat_template reads tokenizer_config.json's template or special tokens") {
   ming::test::TempDir dir;
   CHECK(detect_chat_template(dir.path()) == ChatTemplateKind::raw);
-  ming::test::write_text(dir / "tokenizer_config.json",
-                         R"({"chat_template":"{% for message in messages %}{{'<|im_start|>' + )"
-                         R"(message['role'] + '\n' + message['content'] + '<|im_end|>'}}{% endfor %}"})");
+  ming::test::write_text(
+      dir / "tokenizer_config.json",
+      R"({"chat_template":"{% for message in messages %}{{'<|im_start|>' + )"
+      R"(message['role'] + '\n' + message['content'] + '<|im_end|>'}}{% endfor %}"})");
   CHECK(detect_chat_template(dir.path()) == ChatTemplateKind::chatml);
-  ming::test::write_text(dir / "tokenizer_config.json",
-                         R"({"chat_template":"{{ bos_token + '[INST] ' + content + ' [/INST]' }}"})");
+  ming::test::write_text(
+      dir / "tokenizer_config.json",
+      R"({"chat_template":"{{ bos_token + '[INST] ' + content + ' [/INST]' }}"})");
   CHECK(detect_chat_template(dir.path()) == ChatTemplateKind::llama2);
   ming::test::write_text(dir / "tokenizer_config.json",
                          R"({"added_tokens_decoder":{"128006":{"content":"<|start_header_id|>",)"

@@ -82,9 +82,9 @@ TEST_CASE("qwen tiktoken splits runs of spaces, tabs and newlines like the Qwen2
 TEST_CASE("qwen tiktoken encodes CJK and emoji, and NFC-normalises first") {
   const auto& t = qwen();
   CHECK(t.encode("你好世界") == Ids{108386, 99489});
-  CHECK(t.encode("患者，男，45岁。主诉：头痛3天。") ==
-        Ids{101924, 3837, 70108, 3837, 19, 20, 92015, 1773, 35568, 99482, 5122, 109180, 18, 35727,
-            1773});
+  CHECK(t.encode("患者，男，45岁。主诉：头痛3天。") == Ids{101924, 3837, 70108, 3837, 19, 20, 92015,
+                                                           1773, 35568, 99482, 5122, 109180, 18,
+                                                           35727, 1773});
   CHECK(t.encode("😀👍🏽") == Ids{141334, 144349, 145375});
   CHECK(t.encode("caf\xC3\xA9") == Ids{924, 58858});   // precomposed é
   CHECK(t.encode("cafe\xCC\x81") == Ids{924, 58858});  // e + combining acute -> NFC é
@@ -92,13 +92,17 @@ TEST_CASE("qwen tiktoken encodes CJK and emoji, and NFC-normalises first") {
 
 TEST_CASE("invalid UTF-8 becomes U+FFFD per maximal invalid subsequence before encoding") {
   const auto& t = qwen();
-  CHECK(t.encode("a\xFF" "b") == Ids{64, 5691, 65});
-  CHECK(t.encode("a\xFF" "b") == t.encode("a\xEF\xBF\xBD" "b"));
+  CHECK(t.encode("a\xFF"
+                 "b") == Ids{64, 5691, 65});
+  CHECK(t.encode("a\xFF"
+                 "b") == t.encode("a\xEF\xBF\xBD"
+                                  "b"));
   CHECK(t.encode("x\xE4\xBDy") == Ids{87, 5691, 88});  // truncated 3-byte char: one U+FFFD
   // A UTF-16 surrogate (ED A0 80) is three maximal subparts: three U+FFFD.
   CHECK(t.encode("\xED\xA0\x80") == Ids{57332});
   CHECK(t.encode("\xED\xA0\x80") == t.encode("\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"));
-  CHECK(llama2().encode("a\xFF" "b") == Ids{263, 30140, 29890});
+  CHECK(llama2().encode("a\xFF"
+                        "b") == Ids{263, 30140, 29890});
   CHECK(t.decode(t.encode("ok\xC3")) == "ok\xEF\xBF\xBD");
 }
 
@@ -150,9 +154,9 @@ TEST_CASE("decode(encode(x)) == x on every tokenizer") {
 }
 
 TEST_CASE("decode round-trips real medical text in Chinese and English") {
-  const auto zh = ming::test::read_text(ming::test::data_dir() / "medicalgpt" /
-                                        "medical_sft_1K_format.jsonl")
-                      .substr(0, 60000);
+  const auto zh =
+      ming::test::read_text(ming::test::data_dir() / "medicalgpt" / "medical_sft_1K_format.jsonl")
+          .substr(0, 60000);
   // Cut at a line end so the sample is whole UTF-8.
   const std::string sample = zh.substr(0, zh.rfind('\n') + 1);
   for (const Tokenizer* t : {&qwen(), &llama2(), &tok512()})
@@ -160,7 +164,8 @@ TEST_CASE("decode round-trips real medical text in Chinese and English") {
 }
 
 TEST_CASE("qwen tiktoken encodes at least 1 MB/s") {
-  const auto text = ming::test::read_text(ming::test::data_dir() / "chatdoctor" / "chatdoctor5k.json");
+  const auto text =
+      ming::test::read_text(ming::test::data_dir() / "chatdoctor" / "chatdoctor5k.json");
   const std::string mb = text.substr(0, text.find('\n', 1 << 20));
   const auto start = std::chrono::steady_clock::now();
   const auto ids = qwen().encode(mb);
@@ -229,12 +234,13 @@ namespace {
 const char* kVocabJson =
     R"({"h":0,"e":1,"l":2,"o":3,"\u0120":4,"w":5,"r":6,"d":7,"he":8,"ll":9,"hell":10,)"
     R"("hello":11,"\u0120w":12,"or":13,"\u0120wor":14,"ld":15,"\u0120world":16})";
-const char* kMerges[] = {"h e", "l l", "he ll", "hell o", "\xC4\xA0 w",
-                         "o r", "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"};
+const char* kMerges[] = {"h e", "l l",          "he ll", "hell o",        "\xC4\xA0 w",
+                         "o r", "\xC4\xA0w or", "l d",   "\xC4\xA0wor ld"};
 
 std::string merges_json() {
   std::string out = "[";
-  for (size_t i = 0; i < std::size(kMerges); ++i) out += (i ? ",\"" : "\"") + std::string(kMerges[i]) + "\"";
+  for (size_t i = 0; i < std::size(kMerges); ++i)
+    out += (i ? ",\"" : "\"") + std::string(kMerges[i]) + "\"";
   return out + "]";
 }
 
@@ -300,9 +306,9 @@ TEST_CASE("tokenizer.json ignore_merges returns a whole-word token without mergi
 
 TEST_CASE("tokenizer.json with tokenizer_config.json takes BOS/EOS from the config") {
   ming::test::TempDir dir;
-  ming::test::write_text(dir / "tokenizer.json",
-                         tokenizer_json(R"({"type":"ByteLevel","add_prefix_space":false})", false,
-                                        merges_json()));
+  ming::test::write_text(
+      dir / "tokenizer.json",
+      tokenizer_json(R"({"type":"ByteLevel","add_prefix_space":false})", false, merges_json()));
   ming::test::write_text(dir / "tokenizer_config.json",
                          R"({"bos_token":null,"eos_token":"<|end|>","tokenizer_class":"X"})");
   const auto t = load_tokenizer(dir.path());
@@ -350,7 +356,8 @@ void write_small_tiktoken(const ming::test::fs::path& path) {
     std::string out;
     size_t i = 0;
     for (; i + 2 < s.size(); i += 3) {
-      const unsigned v = (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8 | (unsigned char)s[i + 2];
+      const unsigned v =
+          (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8 | (unsigned char)s[i + 2];
       out += {b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63], b64[v & 63]};
     }
     if (s.size() - i == 1) {
@@ -363,7 +370,8 @@ void write_small_tiktoken(const ming::test::fs::path& path) {
     return out;
   };
   std::string text;
-  for (int b = 0; b < 256; ++b) text += encode(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  for (int b = 0; b < 256; ++b)
+    text += encode(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
   text += encode("12") + " 256\n" + encode("123") + " 257\n" + encode("45") + " 258\n";
   ming::test::write_text(path, text);
 }
@@ -400,8 +408,8 @@ TEST_CASE("a SentencePiece model trained by spm_train loads and round-trips") {
   ming::test::TempDir dir;
   std::string corpus;
   for (int i = 0; i < 40; ++i)
-    corpus += "the patient has a fever and a cough; the doctor gives aspirin " +
-              std::to_string(i) + "\n";
+    corpus +=
+        "the patient has a fever and a cough; the doctor gives aspirin " + std::to_string(i) + "\n";
   ming::test::write_text(dir / "corpus.txt", corpus);
   const auto r = ming::test::run_command(
       "spm_train --input='" + (dir / "corpus.txt").string() + "' --model_prefix='" +

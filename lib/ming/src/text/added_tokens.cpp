@@ -5,10 +5,11 @@
 namespace ming::text::detail {
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 }  // namespace
-
 
 void AddedTokens::add(AddedToken token) {
   if (token.content.empty()) return;
@@ -51,7 +52,8 @@ std::vector<AddedTokens::Piece> AddedTokens::split(std::string_view text,
     size_t plain_end = i;
     if (match->lstrip)
       while (plain_end > plain_begin && is_space(text[plain_end - 1])) --plain_end;
-    if (plain_end > plain_begin) pieces.push_back({text.substr(plain_begin, plain_end - plain_begin)});
+    if (plain_end > plain_begin)
+      pieces.push_back({text.substr(plain_begin, plain_end - plain_begin)});
     pieces.push_back({{}, match->id});
     i += match->content.size();
     if (match->rstrip)

@@ -140,7 +140,8 @@ class BpeTokenizer final : public Tokenizer {
       }
       if (id < 0 || id >= static_cast<TokenId>(s_.pieces.size()) ||
           (s_.pieces[static_cast<size_t>(id)].empty()))
-        fail_usage("{}: token id {} is not in the vocabulary (size {})", s_.source, id, vocab_size_);
+        fail_usage("{}: token id {} is not in the vocabulary (size {})", s_.source, id,
+                   vocab_size_);
       tokens.push_back(s_.pieces[static_cast<size_t>(id)]);
     }
     for (const auto& step : s_.decoders) apply_decoder(step, tokens);
@@ -176,11 +177,21 @@ class BpeTokenizer final : public Tokenizer {
     std::string out(text);
     for (const auto& step : s_.normalizers) {
       switch (step.kind) {
-        case NormalizerStep::Kind::nfc: out = normalize(out, NormalForm::nfc); break;
-        case NormalizerStep::Kind::nfd: out = normalize(out, NormalForm::nfd); break;
-        case NormalizerStep::Kind::nfkc: out = normalize(out, NormalForm::nfkc); break;
-        case NormalizerStep::Kind::nfkd: out = normalize(out, NormalForm::nfkd); break;
-        case NormalizerStep::Kind::lowercase: out = to_lower(out); break;
+        case NormalizerStep::Kind::nfc:
+          out = normalize(out, NormalForm::nfc);
+          break;
+        case NormalizerStep::Kind::nfd:
+          out = normalize(out, NormalForm::nfd);
+          break;
+        case NormalizerStep::Kind::nfkc:
+          out = normalize(out, NormalForm::nfkc);
+          break;
+        case NormalizerStep::Kind::nfkd:
+          out = normalize(out, NormalForm::nfkd);
+          break;
+        case NormalizerStep::Kind::lowercase:
+          out = to_lower(out);
+          break;
         case NormalizerStep::Kind::prepend:
           if (!out.empty()) out = step.text + out;
           break;
@@ -219,7 +230,8 @@ class BpeTokenizer final : public Tokenizer {
       std::vector<std::string> next;
       switch (step.kind) {
         case PreTokenizerStep::Kind::split:
-          for (const auto& w : current) split_word(w, *step.regex, step.behavior, step.invert, next);
+          for (const auto& w : current)
+            split_word(w, *step.regex, step.behavior, step.invert, next);
           break;
         case PreTokenizerStep::Kind::byte_level:
           for (auto& w : current) {
@@ -301,7 +313,8 @@ class BpeTokenizer final : public Tokenizer {
     syms.reserve(word.size());
     bool last_unk = false;
     for (size_t i = 0; i < word.size();) {
-      const size_t n = std::min(utf8_char_len(static_cast<unsigned char>(word[i])), word.size() - i);
+      const size_t n =
+          std::min(utf8_char_len(static_cast<unsigned char>(word[i])), word.size() - i);
       const std::string ch = word.substr(i, n);
       i += n;
       if (auto it = s_.vocab.find(ch); it != s_.vocab.end()) {
@@ -329,8 +342,8 @@ class BpeTokenizer final : public Tokenizer {
         }
       }
       if (!s_.unk)
-        fail_usage("{}: character U+{:04X} has no token and the model has no unk token",
-                   s_.source, static_cast<unsigned>(static_cast<unsigned char>(ch[0])));
+        fail_usage("{}: character U+{:04X} has no token and the model has no unk token", s_.source,
+                   static_cast<unsigned>(static_cast<unsigned char>(ch[0])));
       if (!(s_.fuse_unk && last_unk)) syms.push_back(*s_.unk);
       last_unk = true;
     }
@@ -461,8 +474,9 @@ class BpeTokenizer final : public Tokenizer {
           for (int k = 0; k < step.start && t.compare(b, step.content.size(), step.content) == 0;
                ++k)
             b += step.content.size();
-          for (int k = 0; k < step.stop && e >= b + step.content.size() &&
-                          t.compare(e - step.content.size(), step.content.size(), step.content) == 0;
+          for (int k = 0;
+               k < step.stop && e >= b + step.content.size() &&
+               t.compare(e - step.content.size(), step.content.size(), step.content) == 0;
                ++k)
             e -= step.content.size();
           t = t.substr(b, e - b);
@@ -536,9 +550,10 @@ void parse_normalizer(const json& j, const std::string& where, std::vector<Norma
     step.left = bool_or(j, "strip_left", true);
     step.right = bool_or(j, "strip_right", true);
   } else {
-    fail_usage("{}: normalizer type '{}' is not supported (supported: Sequence, NFC, NFD, NFKC, "
-               "NFKD, Lowercase, Prepend, Replace, Strip)",
-               where, type);
+    fail_usage(
+        "{}: normalizer type '{}' is not supported (supported: Sequence, NFC, NFD, NFKC, "
+        "NFKD, Lowercase, Prepend, Replace, Strip)",
+        where, type);
   }
   out.push_back(std::move(step));
 }
@@ -579,8 +594,8 @@ void parse_pre_tokenizer(const json& j, const std::string& where,
     step.prepend_always = scheme == "always";
     step.split_on_replacement = bool_or(j, "split", true);
   } else if (type == "Digits") {
-    step.regex = std::make_shared<Regex>(bool_or(j, "individual_digits", false) ? "\\p{N}" : "\\p{N}+",
-                                         where + " Digits");
+    step.regex = std::make_shared<Regex>(
+        bool_or(j, "individual_digits", false) ? "\\p{N}" : "\\p{N}+", where + " Digits");
   } else if (type == "WhitespaceSplit") {
     step.regex = std::make_shared<Regex>("\\s+", where + " WhitespaceSplit");
     step.behavior = SplitBehavior::removed;
@@ -589,9 +604,10 @@ void parse_pre_tokenizer(const json& j, const std::string& where,
     step.behavior = SplitBehavior::removed;
     step.invert = true;
   } else {
-    fail_usage("{}: pre_tokenizer type '{}' is not supported (supported: Sequence, Split, "
-               "ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit)",
-               where, type);
+    fail_usage(
+        "{}: pre_tokenizer type '{}' is not supported (supported: Sequence, Split, "
+        "ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit)",
+        where, type);
   }
   out.push_back(std::move(step));
 }
@@ -627,9 +643,10 @@ void parse_decoder(const json& j, const std::string& where, std::vector<DecoderS
     step.prepend = string_or(j, "prepend_scheme",
                              bool_or(j, "add_prefix_space", true) ? "always" : "never") != "never";
   } else {
-    fail_usage("{}: decoder type '{}' is not supported (supported: Sequence, ByteLevel, Replace, "
-               "ByteFallback, Fuse, Strip, Metaspace)",
-               where, type);
+    fail_usage(
+        "{}: decoder type '{}' is not supported (supported: Sequence, ByteLevel, Replace, "
+        "ByteFallback, Fuse, Strip, Metaspace)",
+        where, type);
   }
   out.push_back(std::move(step));
 }
@@ -651,7 +668,8 @@ void set_vocab(BpeSpec& spec, std::unordered_map<std::string, TokenId> vocab) {
   spec.vocab = std::move(vocab);
 }
 
-std::unordered_map<std::string, TokenId> parse_vocab_object(const json& j, const std::string& where) {
+std::unordered_map<std::string, TokenId> parse_vocab_object(const json& j,
+                                                            const std::string& where) {
   if (!j.is_object()) fail_usage("{}: vocab must be an object of piece -> id", where);
   std::unordered_map<std::string, TokenId> vocab;
   vocab.reserve(j.size());
@@ -677,9 +695,10 @@ BpeSpec bpe_spec_from_tokenizer_json(const json& j, const fs::path& path) {
     const json& model = j.at("model");
     const std::string type = string_or(model, "type", "BPE");
     if (type != "BPE")
-      fail_usage("{}: model type '{}' is not supported here (only BPE; for SentencePiece models "
-                 "load tokenizer.model)",
-                 where, type);
+      fail_usage(
+          "{}: model type '{}' is not supported here (only BPE; for SentencePiece models "
+          "load tokenizer.model)",
+          where, type);
     if (!string_or(model, "continuing_subword_prefix", "").empty() ||
         !string_or(model, "end_of_word_suffix", "").empty())
       fail_usage("{}: BPE continuing_subword_prefix / end_of_word_suffix are not supported", where);
@@ -721,7 +740,8 @@ BpeSpec bpe_spec_from_tokenizer_json(const json& j, const fs::path& path) {
       parse_normalizer(*n, where + " normalizer", spec.normalizers);
     if (auto p = j.find("pre_tokenizer"); p != j.end())
       parse_pre_tokenizer(*p, where + " pre_tokenizer", spec.pre_tokenizers);
-    if (auto d = j.find("decoder"); d != j.end()) parse_decoder(*d, where + " decoder", spec.decoders);
+    if (auto d = j.find("decoder"); d != j.end())
+      parse_decoder(*d, where + " decoder", spec.decoders);
   } catch (const json::exception& e) {
     fail_usage("{}: malformed tokenizer.json: {}", where, e.what());
   }
@@ -768,7 +788,8 @@ void add_family_specials(BpeSpec& spec, Pretokenizer pretokenizer, TokenId first
                "<|end_header_id|>",
                "<|reserved_special_token_4|>",
                "<|eot_id|>"};
-      for (int i = 5; i < 256 - 5; ++i) names.push_back(fmt::format("<|reserved_special_token_{}|>", i));
+      for (int i = 5; i < 256 - 5; ++i)
+        names.push_back(fmt::format("<|reserved_special_token_{}|>", i));
       break;
     case Pretokenizer::gpt2:
       names = {"<|endoftext|>"};

@@ -21,9 +21,9 @@ namespace ming::text::detail {
 struct NormalizerStep {
   enum class Kind { nfc, nfd, nfkc, nfkd, lowercase, prepend, replace, strip };
   Kind kind = Kind::nfc;
-  std::string text;                  // prepend: the prefix; replace: the replacement
+  std::string text;                    // prepend: the prefix; replace: the replacement
   std::shared_ptr<const Regex> regex;  // replace: what to replace
-  bool left = false, right = false;  // strip
+  bool left = false, right = false;    // strip
 };
 
 enum class SplitBehavior { isolated, removed, merged_with_previous, merged_with_next, contiguous };
@@ -34,26 +34,26 @@ struct PreTokenizerStep {
   std::shared_ptr<const Regex> regex;  // split; byte_level when use_regex (GPT-2 pattern)
   SplitBehavior behavior = SplitBehavior::isolated;
   bool invert = false;
-  bool add_prefix_space = false;        // byte_level
+  bool add_prefix_space = false;             // byte_level
   std::string replacement = "\xE2\x96\x81";  // metaspace: "▁"
-  bool prepend_always = true;           // metaspace: "always" (true) or "first" (false)
-  bool prepend = true;                  // metaspace: prepend_scheme != "never"
-  bool split_on_replacement = true;     // metaspace
+  bool prepend_always = true;                // metaspace: "always" (true) or "first" (false)
+  bool prepend = true;                       // metaspace: prepend_scheme != "never"
+  bool split_on_replacement = true;          // metaspace
 };
 
 struct DecoderStep {
   enum class Kind { byte_level, replace, byte_fallback, fuse, strip, metaspace };
   Kind kind = Kind::byte_level;
-  std::string pattern, content;  // replace: pattern -> content; strip: content
-  int start = 0, stop = 0;       // strip
+  std::string pattern, content;              // replace: pattern -> content; strip: content
+  int start = 0, stop = 0;                   // strip
   std::string replacement = "\xE2\x96\x81";  // metaspace
-  bool prepend = true;           // metaspace: strip the space it prepended to the first token
+  bool prepend = true;  // metaspace: strip the space it prepended to the first token
 };
 
 // Everything a BpeTokenizer needs; the loaders below fill it from the various file formats.
 struct BpeSpec {
-  std::string source;                    // file it came from, for messages
-  std::vector<std::string> pieces;       // id -> vocabulary string ("" for holes)
+  std::string source;               // file it came from, for messages
+  std::vector<std::string> pieces;  // id -> vocabulary string ("" for holes)
   std::unordered_map<std::string, TokenId> vocab;
   // HF merges: (left id << 32 | right id) -> (rank, merged id).
   std::unordered_map<uint64_t, std::pair<int32_t, TokenId>> merges;

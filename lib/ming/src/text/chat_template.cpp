@@ -21,10 +21,14 @@ ChatTemplateKind parse_chat_template(const std::string& name) {
 
 std::string chat_template_name(ChatTemplateKind kind) {
   switch (kind) {
-    case ChatTemplateKind::chatml: return "chatml";
-    case ChatTemplateKind::llama2: return "llama2";
-    case ChatTemplateKind::llama3: return "llama3";
-    case ChatTemplateKind::raw: return "raw";
+    case ChatTemplateKind::chatml:
+      return "chatml";
+    case ChatTemplateKind::llama2:
+      return "llama2";
+    case ChatTemplateKind::llama3:
+      return "llama3";
+    case ChatTemplateKind::raw:
+      return "raw";
   }
   return "raw";
 }
@@ -40,15 +44,20 @@ namespace {
 
 const char* role_name(Role role) {
   switch (role) {
-    case Role::system: return "system";
-    case Role::user: return "user";
-    case Role::assistant: return "assistant";
+    case Role::system:
+      return "system";
+    case Role::user:
+      return "user";
+    case Role::assistant:
+      return "assistant";
   }
   return "user";
 }
 
 // Python's str.strip() on the whitespace that occurs in chat text (ASCII whitespace).
-bool is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+bool is_space(char c) {
+  return c == ' ' || (c >= '\t' && c <= '\r');
+}
 std::string strip(const std::string& s, bool left = true, bool right = true) {
   size_t b = 0, e = s.size();
   if (left)
@@ -103,9 +112,10 @@ std::vector<Segment> render_llama2(const std::vector<ChatMessage>& messages) {
     const ChatMessage& m = messages[i];
     const bool expect_user = (i - first) % 2 == 0;
     if (m.role == Role::system || (m.role == Role::user) != expect_user)
-      fail_usage("llama2 chat template: message {} has role '{}'; roles must alternate "
-                 "user/assistant after an optional leading system message",
-                 i, role_name(m.role));
+      fail_usage(
+          "llama2 chat template: message {} has role '{}'; roles must alternate "
+          "user/assistant after an optional leading system message",
+          i, role_name(m.role));
     if (m.role == Role::user) {
       b.add("<s>", SegmentKind::marker, Role::user);
       b.add("[INST] ", SegmentKind::marker, Role::user);
@@ -165,10 +175,14 @@ std::vector<Segment> render_chat(ChatTemplateKind kind, const std::vector<ChatMe
     msgs = &with_system;
   }
   switch (kind) {
-    case ChatTemplateKind::chatml: return render_chatml(*msgs, options.add_generation_prompt);
-    case ChatTemplateKind::llama2: return render_llama2(*msgs);
-    case ChatTemplateKind::llama3: return render_llama3(*msgs, options.add_generation_prompt);
-    case ChatTemplateKind::raw: return render_raw(*msgs);
+    case ChatTemplateKind::chatml:
+      return render_chatml(*msgs, options.add_generation_prompt);
+    case ChatTemplateKind::llama2:
+      return render_llama2(*msgs);
+    case ChatTemplateKind::llama3:
+      return render_llama3(*msgs, options.add_generation_prompt);
+    case ChatTemplateKind::raw:
+      return render_raw(*msgs);
   }
   return {};
 }

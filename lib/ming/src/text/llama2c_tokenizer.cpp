@@ -47,9 +47,10 @@ class Llama2cTokenizer final : public Tokenizer {
       pos += static_cast<size_t>(len);
     }
     if (pieces_.size() < 3 + 256)
-      fail_usage("{}: only {} tokens; llama2.c tokenizers hold <unk>, <s>, </s> and 256 byte "
-                 "tokens at least",
-                 path_, pieces_.size());
+      fail_usage(
+          "{}: only {} tokens; llama2.c tokenizers hold <unk>, <s>, </s> and 256 byte "
+          "tokens at least",
+          path_, pieces_.size());
     for (size_t i = 0; i < pieces_.size(); ++i)
       lookup_.emplace(pieces_[i], static_cast<TokenId>(i));  // first spelling wins
     // Ids 0..2 are <unk>, <s>, </s> (stored as "\n<s>\n" etc.); their plain names are the
@@ -127,7 +128,8 @@ class Llama2cTokenizer final : public Tokenizer {
     std::vector<TokenId> tokens;
     if (TokenId prefix = lookup(" "); prefix >= 0) tokens.push_back(prefix);
     for (size_t i = 0; i < text.size();) {
-      const size_t n = std::min(utf8_char_len(static_cast<unsigned char>(text[i])), text.size() - i);
+      const size_t n =
+          std::min(utf8_char_len(static_cast<unsigned char>(text[i])), text.size() - i);
       const std::string ch(text.substr(i, n));
       i += n;
       if (TokenId id = lookup(ch); id >= 0) {

@@ -12,9 +12,9 @@
 
 namespace ming::text {
 namespace fs = std::filesystem;
-using nlohmann::json;
 using detail::AddedToken;
 using detail::AddedTokens;
+using nlohmann::json;
 
 Pretokenizer parse_pretokenizer(const std::string& name) {
   if (name == "qwen2" || name == "qwen") return Pretokenizer::qwen2;
@@ -25,9 +25,12 @@ Pretokenizer parse_pretokenizer(const std::string& name) {
 
 std::string pretokenizer_name(Pretokenizer pretokenizer) {
   switch (pretokenizer) {
-    case Pretokenizer::qwen2: return "qwen2";
-    case Pretokenizer::llama3: return "llama3";
-    case Pretokenizer::gpt2: return "gpt2";
+    case Pretokenizer::qwen2:
+      return "qwen2";
+    case Pretokenizer::llama3:
+      return "llama3";
+    case Pretokenizer::gpt2:
+      return "gpt2";
   }
   return "qwen2";
 }
@@ -116,8 +119,8 @@ void push_unique(std::vector<TokenId>& v, TokenId id) {
 }
 
 // Chat-turn terminators that end generation whenever the vocabulary has them.
-constexpr const char* kTurnEnds[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>",
-                                     "<|end_of_text|>", "</s>"};
+constexpr const char* kTurnEnds[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>",
+                                     "</s>"};
 
 std::unique_ptr<Tokenizer> finish_bpe(detail::BpeSpec spec, const FolderSpecials& folder,
                                       bool has_config) {
@@ -219,9 +222,10 @@ std::unique_ptr<Tokenizer> load_from_folder(const fs::path& dir,
   }
   if (fs::is_regular_file(dir / "tokenizer.bin"))
     return detail::make_llama2c_tokenizer(dir / "tokenizer.bin");
-  fail_usage("{}: no tokenizer found (looked for tokenizer.json, tokenizer.model, "
-             "vocab.json + merges.txt, *.tiktoken, tokenizer.bin)",
-             dir.string());
+  fail_usage(
+      "{}: no tokenizer found (looked for tokenizer.json, tokenizer.model, "
+      "vocab.json + merges.txt, *.tiktoken, tokenizer.bin)",
+      dir.string());
 }
 
 }  // namespace
@@ -242,9 +246,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path,
     if (!fs::is_regular_file(vocab) || !fs::is_regular_file(merges))
       fail_usage("{}: vocab.json and merges.txt must sit side by side", path.string());
     const FolderSpecials folder = read_folder_specials(dir);
-    return finish_bpe(detail::bpe_spec_from_vocab_merges(
-                          vocab, merges, vocab_merges_family(folder, options.tiktoken_pretokenizer)),
-                      folder, fs::is_regular_file(dir / "tokenizer_config.json"));
+    return finish_bpe(
+        detail::bpe_spec_from_vocab_merges(
+            vocab, merges, vocab_merges_family(folder, options.tiktoken_pretokenizer)),
+        folder, fs::is_regular_file(dir / "tokenizer_config.json"));
   }
   if (ext == ".json") {
     // A tokenizer.json on its own, or inside a model folder whose config adds BOS/EOS.
@@ -255,9 +260,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path,
     return load_tokenizer_json(path, folder, has_config);
   }
   if (ext == ".bin") return detail::make_llama2c_tokenizer(path);
-  fail_usage("{}: unknown tokenizer file type (expected tokenizer.json, *.model, vocab.json, "
-             "merges.txt, *.tiktoken or tokenizer.bin)",
-             path.string());
+  fail_usage(
+      "{}: unknown tokenizer file type (expected tokenizer.json, *.model, vocab.json, "
+      "merges.txt, *.tiktoken or tokenizer.bin)",
+      path.string());
 }
 
 }  // namespace ming::text

@@ -6,8 +6,8 @@
 // preprocessing do.
 #pragma once
 
-#include <optional>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,8 +33,8 @@ struct ChatMessage {
 
 // What a piece of rendered text is, for label masking:
 //  marker  - turn delimiters (<|im_start|>, <|im_end|>, the newline after it, [INST], <s>, ...)
-//  header  - the role line of a turn ("assistant\n", "<|start_header_id|>user<|end_header_id|>\n\n")
-//  content - the message text itself
+//  header  - the role line of a turn ("assistant\n",
+//  "<|start_header_id|>user<|end_header_id|>\n\n") content - the message text itself
 enum class SegmentKind { marker, header, content };
 
 struct Segment {

@@ -1,0 +1,425 @@
+#include "ming/eval/scorer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "ming/core/error.h"
+#include "ming/core/log.h"
+#include "ming/data/encode.h"
+#include "ming/text/chat_template.h"
+
+namespace ming::eval {
+
+using nlohmann::json;
+
+namespace {
+
+const torch::TensorOptions kLong = torch::TensorOptions().dtype(torch::kInt64);
+
+bool ends_with_space(const std::string& s) {
+  return !s.empty() && std::isspace(static_cast<unsigned char>(s.back()));
+}
+
+std::vector<int64_t> widen(const std::vector<text::TokenId>& ids) {
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+// A marker that is exactly one special token maps to that id (SentencePiece models do not parse
+// "<s>" in text, BPE models do); everything else is encoded with special tokens parsed. The same
+// rule data::encode_conversation applies, so evaluation sees the ids training saw.
+std::vector<int64_t> encode_segment(const text::Tokenizer& tok, const text::Segment& seg) {
+  if (seg.kind == text::SegmentKind::marker)
+    if (auto id = tok.find(seg.text); id && tok.is_special(*id)) return {*id};
+  return widen(tok.encode(seg.text, /*add_bos=*/false, /*parse_special=*/true));
+}
+
+text::ChatTemplateKind resolve_template(const model::LoadedModel& m, PromptFormat f) {
+  switch (f) {
+    case PromptFormat::raw:
+      return text::ChatTemplateKind::raw;
+    case PromptFormat::chat:
+      if (m.chat_template == text::ChatTemplateKind::raw)
+        fail_usage("--prompt-format chat: the model in {} declares no chat template "
+                   "(hint: use --prompt-format raw)",
+                   m.dir.string());
+      return m.chat_template;
+    case PromptFormat::automatic:
+      break;
+  }
+  return m.chat_template;
+}
+
+// The prompt ids plus what continuation tokenization needs: the text of the last encoded unit
+// and where its ids start. Raw prompts are one unit; chat prompts end with the assistant header.
+struct PromptUnits {
+  EncodedPrompt prompt;
+  std::string tail_text;
+  size_t tail_offset = 0;
+  bool tail_parse_special = false;
+};
+
+PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::LoadedModel& m,
+                         PromptFormat format) {
+  if (!m.tokenizer) fail_usage("{}: the model was loaded without a tokenizer", m.dir.string());
+  const auto& tok = *m.tokenizer;
+  const auto kind = resolve_template(m, format);
+  const std::string user = render_prompt(spec, record);
+  PromptUnits u;
+  auto bos = tok.bos_id();
+  if (kind == text::ChatTemplateKind::raw) {
+    u.prompt.text = spec.system.empty() ? user : spec.system + "\n\n" + user;
+    if (bos) u.prompt.ids.push_back(*bos);
+    u.tail_offset = u.prompt.ids.size();
+    // Record text is data: "<|im_end|>" written in a question stays text.
+    for (auto id : tok.encode(u.prompt.text, false, /*parse_special=*/false))
+      u.prompt.ids.push_back(id);
+    u.tail_text = u.prompt.text;
+    return u;
+  }
+  std::vector<text::ChatMessage> messages;
+  if (!spec.system.empty()) messages.push_back({text::Role::system, spec.system});
+  messages.push_back({text::Role::user, user});
+  text::RenderOptions ro;
+  ro.add_generation_prompt = true;
+  const auto segments = text::render_chat(kind, messages, ro);
+  if (bos && data::template_expects_bos(kind)) u.prompt.ids.push_back(*bos);
+  for (const auto& seg : segments) {
+    auto ids = encode_segment(tok, seg);
+    if (u.prompt.ids.size() == 1 && bos && u.prompt.ids[0] == *bos && !ids.empty() &&
+        ids[0] == *bos)
+      ids.erase(ids.begin());  // the template wrote its own <s>
+    u.tail_offset = u.prompt.ids.size();
+    u.tail_text = seg.text;
+    u.tail_parse_special = true;
+    u.prompt.ids.insert(u.prompt.ids.end(), ids.begin(), ids.end());
+    u.prompt.text += seg.text;
+  }
+  return u;
+}
+
+// (context, continuation) for `cont` after the prompt: encode(tail + cont) minus the tail's ids.
+// When the tokenizer merges across the boundary, the split moves left to the longest common
+// prefix, so the context is what the tokenizer would really produce for the whole text.
+gen::ScoreRequest split_request(const text::Tokenizer& tok, const PromptUnits& u,
+                                const std::string& cont) {
+  const std::vector<int64_t> tail_ids(u.prompt.ids.begin() + u.tail_offset, u.prompt.ids.end());
+  auto whole = widen(tok.encode(u.tail_text + cont, false, u.tail_parse_special));
+  size_t common = 0;
+  while (common < whole.size() && common < tail_ids.size() && whole[common] == tail_ids[common])
+    ++common;
+  gen::ScoreRequest r;
+  r.context.assign(u.prompt.ids.begin(), u.prompt.ids.begin() + u.tail_offset);
+  r.context.insert(r.context.end(), whole.begin(), whole.begin() + common);
+  r.continuation.assign(whole.begin() + common, whole.end());
+  return r;
+}
+
+std::string scored_continuation(const std::string& prompt_text, const std::string& cont) {
+  // Prompts ending in whitespace (a chat header's newline) take the continuation without its
+  // separating space, as the model would write it there.
+  if (ends_with_space(prompt_text) && !cont.empty() && cont[0] == ' ') return cont.substr(1);
+  return cont;
+}
+
+int64_t max_length_of(const model::LoadedModel& m, const ScorerOptions& o) {
+  return o.max_length > 0 ? o.max_length : m.config.max_position_embeddings;
+}
+
+// Log-probabilities of the next token after each context: one forward over left-padded
+// contexts (the last max_len tokens of each), (B, V) fp32 on the CPU.
+torch::Tensor next_token_logprobs(model::CausalLM& model,
+                                  const std::vector<const std::vector<int64_t>*>& contexts,
+                                  int64_t max_len) {
+  const int64_t B = static_cast<int64_t>(contexts.size());
+  int64_t T = 0;
+  for (const auto* c : contexts) T = std::max<int64_t>(T, std::min<int64_t>(c->size(), max_len));
+  auto ids = torch::zeros({B, T}, kLong);   // (B, T)
+  auto mask = torch::zeros({B, T}, kLong);  // (B, T) 1 = real token
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& c = *contexts[b];
+    const int64_t L = std::min<int64_t>(c.size(), max_len);
+    ids[b].narrow(0, T - L, L).copy_(torch::tensor(std::vector<int64_t>(c.end() - L, c.end()), kLong));
+    mask[b].narrow(0, T - L, L).fill_(1);
+  }
+  const auto device = model->device();
+  model::ForwardOptions fo;
+  fo.attention_mask = mask.to(device);
+  fo.output = model::ForwardOutput::logits_last;
+  auto logits = model->forward(ids.to(device), fo);  // (B, 1, V)
+  return logits.select(1, 0).to(torch::kFloat32).log_softmax(-1).to(torch::kCPU);  // (B, V)
+}
+
+void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records, size_t begin,
+                   size_t end, model::LoadedModel& m, const ScorerOptions& o,
+                   const std::vector<PromptUnits>& units, std::vector<ExampleResult>& results) {
+  const auto& tok = *m.tokenizer;
+  const int64_t max_len = max_length_of(m, o);
+  // Per example: its choices' requests; examples whose choices are all one token after the
+  // unchanged prompt take the one-forward path.
+  std::vector<std::vector<gen::ScoreRequest>> requests(end - begin);
+  std::vector<size_t> fast, slow;
+  for (size_t i = begin; i < end; ++i) {
+    auto& res = results[i];
+    const auto& u = units[i - begin];
+    const Choices c = record_choices(spec, records[i].data);
+    bool one_token = true;
+    for (size_t k = 0; k < c.continuations.size(); ++k) {
+      ChoiceScore cs;
+      cs.key = c.keys[k];
+      cs.continuation = scored_continuation(u.prompt.text, c.continuations[k]);
+      auto req = split_request(tok, u, cs.continuation);
+      if (req.continuation.empty())
+        fail_usage("task {}: record '{}' (line {}): choice '{}' encodes to no tokens after the "
+                   "prompt",
+                   spec.name, records[i].id, records[i].line, cs.key);
+      one_token = one_token && req.continuation.size() == 1 && req.context == u.prompt.ids;
+      cs.tokens = static_cast<int64_t>(req.continuation.size());
+      res.choices.push_back(std::move(cs));
+      requests[i - begin].push_back(std::move(req));
+    }
+    (one_token ? fast : slow).push_back(i);
+  }
+  if (!fast.empty()) {
+    std::vector<const std::vector<int64_t>*> contexts;
+    for (size_t i : fast) contexts.push_back(&requests[i - begin][0].context);
+    auto lp = next_token_logprobs(m.model, contexts, max_len);  // (B, V)
+    auto best = lp.argmax(-1);                                   // (B)
+    for (size_t b = 0; b < fast.size(); ++b) {
+      auto& res = results[fast[b]];
+      const auto& reqs = requests[fast[b] - begin];
+      for (size_t k = 0; k < reqs.size(); ++k) {
+        const int64_t id = reqs[k].continuation[0];
+        res.choices[k].logprob = lp[b][id].item<double>();
+        res.choices[k].greedy = best[b].item<int64_t>() == id;
+      }
+    }
+  }
+  if (!slow.empty()) {
+    std::vector<gen::ScoreRequest> flat;
+    for (size_t i : slow)
+      for (auto& r : requests[i - begin]) flat.push_back(r);
+    gen::ScoreOptions so;
+    so.batch_size = o.batch_size;
+    so.max_length = max_len;
+    auto scored = gen::score(m.model, flat, so);
+    size_t j = 0;
+    for (size_t i : slow)
+      for (auto& cs : results[i].choices) {
+        cs.logprob = scored[j].logprob;
+        cs.greedy = scored[j].greedy;
+        ++j;
+      }
+  }
+  for (size_t i = begin; i < end; ++i) {
+    auto& res = results[i];
+    res.chosen = pick_choice(res.choices, o.choice_norm);
+    res.output = res.choices[res.chosen].key;
+    res.parsed = res.output;
+    res.output_tokens = requests[i - begin][res.chosen].continuation;
+  }
+}
+
+void score_generation(const TaskSpec& spec, const std::vector<TaskRecord>& records, size_t begin,
+                      size_t end, model::LoadedModel& m, const ScorerOptions& o,
+                      const std::vector<PromptUnits>& units, std::vector<ExampleResult>& results) {
+  gen::GenerateOptions go;
+  go.sampling = o.sampling;
+  go.max_new_tokens = o.max_new_tokens > 0 ? o.max_new_tokens : spec.max_new_tokens;
+  go.eos_ids = m.eos_token_ids;
+  go.stop = spec.stop;
+  const int64_t max_len = max_length_of(m, o);
+  // Room for the answer: prompts lose tokens from the left so prompt + answer fit the model.
+  const int64_t room = std::max<int64_t>(1, max_len - go.max_new_tokens);
+  std::vector<std::vector<int64_t>> prompts;
+  for (size_t i = begin; i < end; ++i) {
+    const auto& ids = units[i - begin].prompt.ids;
+    if (static_cast<int64_t>(ids.size()) > room) {
+      log::debug("{} {}: prompt of {} tokens cut to its last {}", spec.name, records[i].id,
+                 ids.size(), room);
+      prompts.emplace_back(ids.end() - room, ids.end());
+    } else {
+      prompts.push_back(ids);
+    }
+  }
+  auto outs = gen::generate(m.model, *m.tokenizer, prompts, go);
+  for (size_t i = begin; i < end; ++i) {
+    auto& res = results[i];
+    auto& g = outs[i - begin];
+    res.output = g.text;
+    res.output_tokens = g.tokens;
+    res.finish = g.finish == gen::FinishReason::eos    ? "eos"
+                 : g.finish == gen::FinishReason::stop ? "stop"
+                                                       : "length";
+    res.parsed = parse_answer(spec, g.text, records[i].data);
+  }
+}
+
+void score_perplexity(const TaskSpec& spec, const std::vector<TaskRecord>& records, size_t begin,
+                      size_t end, model::LoadedModel& m, const ScorerOptions& o,
+                      const std::vector<PromptUnits>& units, std::vector<ExampleResult>& results) {
+  std::vector<gen::ScoreRequest> requests;
+  std::vector<size_t> which;
+  for (size_t i = begin; i < end; ++i) {
+    const auto& u = units[i - begin];
+    std::string ref = results[i].gold.is_string() ? results[i].gold.get<std::string>()
+                                                  : results[i].gold.dump();
+    if (ref.empty()) continue;  // nothing to predict: contributes no tokens
+    if (!ends_with_space(u.prompt.text) && !std::isspace(static_cast<unsigned char>(ref[0])))
+      ref = " " + ref;
+    auto req = split_request(*m.tokenizer, u, ref);
+    if (req.continuation.empty()) continue;
+    results[i].output_tokens = req.continuation;
+    requests.push_back(std::move(req));
+    which.push_back(i);
+  }
+  gen::ScoreOptions so;
+  so.batch_size = o.batch_size;
+  so.max_length = max_length_of(m, o);
+  auto scored = gen::score(m.model, requests, so);
+  for (size_t j = 0; j < which.size(); ++j) {
+    results[which[j]].nll = -scored[j].logprob;
+    results[which[j]].n_tokens = scored[j].tokens;
+  }
+}
+
+// Whether a prediction is right as a whole, for the parsers where that is meaningful.
+std::optional<bool> whole_answer_correct(const TaskSpec& spec, const json& pred, const json& gold) {
+  switch (spec.parser) {
+    case AnswerParser::text:
+    case AnswerParser::promptcblue:
+      return std::nullopt;
+    case AnswerParser::entity_list:
+    case AnswerParser::pair_list: {
+      std::set<std::string> a, b;
+      for (const auto& x : pred) a.insert(x.is_string() ? x.get<std::string>() : x.dump());
+      for (const auto& x : gold) b.insert(x.is_string() ? x.get<std::string>() : x.dump());
+      return a == b;
+    }
+    default:
+      return pred == gold;
+  }
+}
+
+}  // namespace
+
+PromptFormat parse_prompt_format(const std::string& name) {
+  if (name == "auto") return PromptFormat::automatic;
+  if (name == "chat") return PromptFormat::chat;
+  if (name == "raw") return PromptFormat::raw;
+  fail_usage("prompt format '{}': expected auto, chat or raw", name);
+}
+
+const char* prompt_format_name(PromptFormat f) {
+  switch (f) {
+    case PromptFormat::chat: return "chat";
+    case PromptFormat::raw: return "raw";
+    case PromptFormat::automatic: break;
+  }
+  return "auto";
+}
+
+ChoiceNorm parse_choice_norm(const std::string& name) {
+  if (name == "none") return ChoiceNorm::none;
+  if (name == "tokens") return ChoiceNorm::tokens;
+  if (name == "chars") return ChoiceNorm::chars;
+  fail_usage("choice normalisation '{}': expected none, tokens or chars", name);
+}
+
+const char* choice_norm_name(ChoiceNorm n) {
+  switch (n) {
+    case ChoiceNorm::tokens: return "tokens";
+    case ChoiceNorm::chars: return "chars";
+    case ChoiceNorm::none: break;
+  }
+  return "none";
+}
+
+EncodedPrompt encode_prompt(const TaskSpec& spec, const json& record,
+                            const model::LoadedModel& model, PromptFormat format) {
+  return encode_units(spec, record, model, format).prompt;
+}
+
+int64_t pick_choice(const std::vector<ChoiceScore>& choices, ChoiceNorm norm) {
+  if (choices.empty()) fail("pick_choice: no choices");
+  auto value = [norm](const ChoiceScore& c) {
+    switch (norm) {
+      case ChoiceNorm::tokens: return c.logprob / std::max<double>(1, c.tokens);
+      // Bytes of the continuation without its separating space (harness: len(continuation)).
+      case ChoiceNorm::chars: {
+        size_t n = c.continuation.size();
+        if (n > 1 && c.continuation[0] == ' ') --n;
+        return c.logprob / std::max<double>(1, n);
+      }
+      case ChoiceNorm::none: break;
+    }
+    return c.logprob;
+  };
+  int64_t best = 0;
+  for (size_t k = 1; k < choices.size(); ++k)
+    if (value(choices[k]) > value(choices[best])) best = static_cast<int64_t>(k);
+  return best;
+}
+
+std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<TaskRecord>& records,
+                                      model::LoadedModel& m, const ScorerOptions& o,
+                                      const BatchCallback& on_batch) {
+  if (!m.tokenizer) fail_usage("{}: the model was loaded without a tokenizer", m.dir.string());
+  torch::NoGradGuard no_grad;
+  m.model->eval();
+  std::vector<ExampleResult> results(records.size());
+  const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
+  for (size_t begin = 0; begin < records.size(); begin += bs) {
+    const size_t end = std::min(records.size(), begin + bs);
+    std::vector<PromptUnits> units;
+    for (size_t i = begin; i < end; ++i) {
+      const auto& rec = records[i];
+      try {
+        units.push_back(encode_units(spec, rec.data, m, o.prompt_format));
+      } catch (const UsageError& e) {
+        fail_usage("task {}: record '{}' (line {}): {}", spec.name, rec.id, rec.line, e.what());
+      }
+      auto& res = results[i];
+      res.id = rec.id;
+      res.task = spec.name;
+      res.line = rec.line;
+      res.prompt = units.back().prompt.text;
+      res.prompt_tokens = units.back().prompt.ids;
+      res.gold = gold_answer(spec, rec.data);
+    }
+    switch (spec.scorer) {
+      case Scorer::loglik_choice:
+        score_choices(spec, records, begin, end, m, o, units, results);
+        break;
+      case Scorer::generate:
+        score_generation(spec, records, begin, end, m, o, units, results);
+        break;
+      case Scorer::perplexity:
+        score_perplexity(spec, records, begin, end, m, o, units, results);
+        break;
+    }
+    for (size_t i = begin; i < end; ++i) {
+      auto& res = results[i];
+      if (spec.scorer == Scorer::perplexity) {
+        for (size_t k = 0; k < spec.metrics.size(); ++k)
+          res.stats.push_back(example_nll(res.nll, static_cast<double>(res.n_tokens)));
+        continue;
+      }
+      res.correct = whole_answer_correct(spec, res.parsed, res.gold);
+      for (Metric metric : spec.metrics)
+        res.stats.push_back(score_example(spec, metric, res.parsed, records[i].data));
+    }
+    if (on_batch) on_batch(results, begin, end);
+  }
+  return results;
+}
+
+std::vector<ExampleStats> metric_rows(const std::vector<ExampleResult>& results,
+                                      size_t metric_index) {
+  std::vector<ExampleStats> rows;
+  rows.reserve(results.size());
+  for (const auto& r : results) rows.push_back(r.stats.at(metric_index));
+  return rows;
+}
+
+}  // namespace ming::eval
