@@ -40,9 +40,10 @@ text::ChatTemplateKind resolve_template(const model::LoadedModel& m, PromptForma
       return text::ChatTemplateKind::raw;
     case PromptFormat::chat:
       if (m.chat_template == text::ChatTemplateKind::raw)
-        fail_usage("--prompt-format chat: the model in {} declares no chat template "
-                   "(hint: use --prompt-format raw)",
-                   m.dir.string());
+        fail_usage(
+            "--prompt-format chat: the model in {} declares no chat template "
+            "(hint: use --prompt-format raw)",
+            m.dir.string());
       return m.chat_template;
     case PromptFormat::automatic:
       break;
@@ -50,13 +51,21 @@ text::ChatTemplateKind resolve_template(const model::LoadedModel& m, PromptForma
   return m.chat_template;
 }
 
-// The prompt ids plus what continuation tokenization needs: the text of the last encoded unit
-// and where its ids start. Raw prompts are one unit; chat prompts end with the assistant header.
+// The prompt ids plus what continuation tokenization needs. Re-encoding a whole long prompt for
+// every choice would dominate multiple-choice scoring with a quadratic BPE, so continuations are
+// tokenized after a short tail of the prompt: the last line of a raw prompt, or the last segment
+// (the assistant header) of a chat prompt, which is encoded on its own anyway.
 struct PromptUnits {
   EncodedPrompt prompt;
   std::string tail_text;
-  size_t tail_offset = 0;
-  bool tail_parse_special = false;
+  std::vector<int64_t> tail_ids;  // encode(tail_text); its last ids end prompt.ids
+  // tail_ids[tail_skip:] is verified to be the end of prompt.ids (a raw tail's first token is
+  // encoded with a dummy prefix where the full prompt has a newline); merges that reach further
+  // left than that fall back to encoding the whole text.
+  size_t tail_skip = 0;
+  bool parse_special = false;
+  size_t bos_offset = 0;  // raw: 1 when the ids start with BOS
+  bool raw = false;
 };
 
 PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::LoadedModel& m,
@@ -68,13 +77,27 @@ PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::
   PromptUnits u;
   auto bos = tok.bos_id();
   if (kind == text::ChatTemplateKind::raw) {
+    u.raw = true;
     u.prompt.text = spec.system.empty() ? user : spec.system + "\n\n" + user;
     if (bos) u.prompt.ids.push_back(*bos);
-    u.tail_offset = u.prompt.ids.size();
+    u.bos_offset = u.prompt.ids.size();
     // Record text is data: "<|im_end|>" written in a question stays text.
     for (auto id : tok.encode(u.prompt.text, false, /*parse_special=*/false))
       u.prompt.ids.push_back(id);
     u.tail_text = u.prompt.text;
+    u.tail_ids.assign(u.prompt.ids.begin() + u.bos_offset, u.prompt.ids.end());
+    const size_t nl = u.prompt.text.rfind('\n');
+    if (nl != std::string::npos && nl + 1 < u.prompt.text.size()) {
+      std::string tail = u.prompt.text.substr(nl + 1);
+      auto ids = widen(tok.encode(tail, false, false));
+      const size_t n = u.prompt.ids.size() - u.bos_offset;
+      if (ids.size() >= 2 && ids.size() - 1 <= n &&
+          std::equal(ids.begin() + 1, ids.end(), u.prompt.ids.end() - (ids.size() - 1))) {
+        u.tail_text = std::move(tail);
+        u.tail_ids = std::move(ids);
+        u.tail_skip = 1;
+      }
+    }
     return u;
   }
   std::vector<text::ChatMessage> messages;
@@ -89,28 +112,43 @@ PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::
     if (u.prompt.ids.size() == 1 && bos && u.prompt.ids[0] == *bos && !ids.empty() &&
         ids[0] == *bos)
       ids.erase(ids.begin());  // the template wrote its own <s>
-    u.tail_offset = u.prompt.ids.size();
     u.tail_text = seg.text;
-    u.tail_parse_special = true;
+    u.tail_ids = ids;
     u.prompt.ids.insert(u.prompt.ids.end(), ids.begin(), ids.end());
     u.prompt.text += seg.text;
   }
+  u.parse_special = true;
   return u;
 }
 
-// (context, continuation) for `cont` after the prompt: encode(tail + cont) minus the tail's ids.
-// When the tokenizer merges across the boundary, the split moves left to the longest common
-// prefix, so the context is what the tokenizer would really produce for the whole text.
+size_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                     size_t from = 0) {
+  size_t n = from;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+// (context, continuation) for `cont` after the prompt, as lm-evaluation-harness splits
+// encode(prompt + cont): the continuation is what follows the longest common prefix with
+// encode(prompt), so a tokenizer that merges across the boundary moves the split to the left
+// and the context is what the tokenizer really produces for the whole text.
 gen::ScoreRequest split_request(const text::Tokenizer& tok, const PromptUnits& u,
                                 const std::string& cont) {
-  const std::vector<int64_t> tail_ids(u.prompt.ids.begin() + u.tail_offset, u.prompt.ids.end());
-  auto whole = widen(tok.encode(u.tail_text + cont, false, u.tail_parse_special));
-  size_t common = 0;
-  while (common < whole.size() && common < tail_ids.size() && whole[common] == tail_ids[common])
-    ++common;
   gen::ScoreRequest r;
-  r.context.assign(u.prompt.ids.begin(), u.prompt.ids.begin() + u.tail_offset);
-  r.context.insert(r.context.end(), whole.begin(), whole.begin() + common);
+  auto whole = widen(tok.encode(u.tail_text + cont, false, u.parse_special));
+  size_t common = common_prefix(whole, u.tail_ids);
+  if (common >= u.tail_skip) {
+    // The merge stayed inside the verified part of the tail: drop the tail ids it replaced.
+    const size_t replaced = u.tail_ids.size() - common;
+    r.context.assign(u.prompt.ids.begin(), u.prompt.ids.end() - replaced);
+    r.continuation.assign(whole.begin() + common, whole.end());
+    return r;
+  }
+  // Reaches into text the tail does not stand for: encode everything.
+  whole.assign(u.prompt.ids.begin(), u.prompt.ids.begin() + u.bos_offset);
+  for (auto id : tok.encode(u.prompt.text + cont, false, u.parse_special)) whole.push_back(id);
+  common = common_prefix(whole, u.prompt.ids);
+  r.context.assign(whole.begin(), whole.begin() + common);
   r.continuation.assign(whole.begin() + common, whole.end());
   return r;
 }
@@ -139,14 +177,16 @@ torch::Tensor next_token_logprobs(model::CausalLM& model,
   for (int64_t b = 0; b < B; ++b) {
     const auto& c = *contexts[b];
     const int64_t L = std::min<int64_t>(c.size(), max_len);
-    ids[b].narrow(0, T - L, L).copy_(torch::tensor(std::vector<int64_t>(c.end() - L, c.end()), kLong));
+    ids[b]
+        .narrow(0, T - L, L)
+        .copy_(torch::tensor(std::vector<int64_t>(c.end() - L, c.end()), kLong));
     mask[b].narrow(0, T - L, L).fill_(1);
   }
   const auto device = model->device();
   model::ForwardOptions fo;
   fo.attention_mask = mask.to(device);
   fo.output = model::ForwardOutput::logits_last;
-  auto logits = model->forward(ids.to(device), fo);  // (B, 1, V)
+  auto logits = model->forward(ids.to(device), fo);                                // (B, 1, V)
   return logits.select(1, 0).to(torch::kFloat32).log_softmax(-1).to(torch::kCPU);  // (B, V)
 }
 
@@ -170,9 +210,10 @@ void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records,
       cs.continuation = scored_continuation(u.prompt.text, c.continuations[k]);
       auto req = split_request(tok, u, cs.continuation);
       if (req.continuation.empty())
-        fail_usage("task {}: record '{}' (line {}): choice '{}' encodes to no tokens after the "
-                   "prompt",
-                   spec.name, records[i].id, records[i].line, cs.key);
+        fail_usage(
+            "task {}: record '{}' (line {}): choice '{}' encodes to no tokens after the "
+            "prompt",
+            spec.name, records[i].id, records[i].line, cs.key);
       one_token = one_token && req.continuation.size() == 1 && req.context == u.prompt.ids;
       cs.tokens = static_cast<int64_t>(req.continuation.size());
       res.choices.push_back(std::move(cs));
@@ -184,7 +225,7 @@ void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records,
     std::vector<const std::vector<int64_t>*> contexts;
     for (size_t i : fast) contexts.push_back(&requests[i - begin][0].context);
     auto lp = next_token_logprobs(m.model, contexts, max_len);  // (B, V)
-    auto best = lp.argmax(-1);                                   // (B)
+    auto best = lp.argmax(-1);                                  // (B)
     for (size_t b = 0; b < fast.size(); ++b) {
       auto& res = results[fast[b]];
       const auto& reqs = requests[fast[b] - begin];
@@ -262,8 +303,8 @@ void score_perplexity(const TaskSpec& spec, const std::vector<TaskRecord>& recor
   std::vector<size_t> which;
   for (size_t i = begin; i < end; ++i) {
     const auto& u = units[i - begin];
-    std::string ref = results[i].gold.is_string() ? results[i].gold.get<std::string>()
-                                                  : results[i].gold.dump();
+    std::string ref =
+        results[i].gold.is_string() ? results[i].gold.get<std::string>() : results[i].gold.dump();
     if (ref.empty()) continue;  // nothing to predict: contributes no tokens
     if (!ends_with_space(u.prompt.text) && !std::isspace(static_cast<unsigned char>(ref[0])))
       ref = " " + ref;
@@ -312,9 +353,12 @@ PromptFormat parse_prompt_format(const std::string& name) {
 
 const char* prompt_format_name(PromptFormat f) {
   switch (f) {
-    case PromptFormat::chat: return "chat";
-    case PromptFormat::raw: return "raw";
-    case PromptFormat::automatic: break;
+    case PromptFormat::chat:
+      return "chat";
+    case PromptFormat::raw:
+      return "raw";
+    case PromptFormat::automatic:
+      break;
   }
   return "auto";
 }
@@ -328,9 +372,12 @@ ChoiceNorm parse_choice_norm(const std::string& name) {
 
 const char* choice_norm_name(ChoiceNorm n) {
   switch (n) {
-    case ChoiceNorm::tokens: return "tokens";
-    case ChoiceNorm::chars: return "chars";
-    case ChoiceNorm::none: break;
+    case ChoiceNorm::tokens:
+      return "tokens";
+    case ChoiceNorm::chars:
+      return "chars";
+    case ChoiceNorm::none:
+      break;
   }
   return "none";
 }
@@ -344,14 +391,16 @@ int64_t pick_choice(const std::vector<ChoiceScore>& choices, ChoiceNorm norm) {
   if (choices.empty()) fail("pick_choice: no choices");
   auto value = [norm](const ChoiceScore& c) {
     switch (norm) {
-      case ChoiceNorm::tokens: return c.logprob / std::max<double>(1, c.tokens);
+      case ChoiceNorm::tokens:
+        return c.logprob / std::max<double>(1, c.tokens);
       // Bytes of the continuation without its separating space (harness: len(continuation)).
       case ChoiceNorm::chars: {
         size_t n = c.continuation.size();
         if (n > 1 && c.continuation[0] == ' ') --n;
         return c.logprob / std::max<double>(1, n);
       }
-      case ChoiceNorm::none: break;
+      case ChoiceNorm::none:
+        break;
     }
     return c.logprob;
   };

@@ -25,7 +25,7 @@ double measure_copy_bandwidth(int64_t bytes, int repeats) {
 }
 
 DecodeBench bench_decode(model::CausalLM& model, int64_t batch, int64_t prompt_tokens,
-                         int64_t new_tokens) {
+                         int64_t new_tokens, int64_t copy_bytes) {
   torch::NoGradGuard no_grad;
   DecodeBench r;
   r.batch = batch;
@@ -54,7 +54,7 @@ DecodeBench bench_decode(model::CausalLM& model, int64_t batch, int64_t prompt_t
   logits.sum().item<float>();  // wait for the device
   r.decode_seconds = seconds_since(t0);
   r.tokens_per_second = static_cast<double>(batch * new_tokens) / r.decode_seconds;
-  r.copy_bandwidth = measure_copy_bandwidth();
+  r.copy_bandwidth = measure_copy_bandwidth(copy_bytes);
   r.bound_tokens_per_second = batch * r.copy_bandwidth / r.weight_bytes;
   return r;
 }

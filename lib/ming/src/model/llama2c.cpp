@@ -1,5 +1,6 @@
 #include "ming/model/llama2c.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 

@@ -68,7 +68,7 @@ struct ChoiceScore {
   std::string continuation;  // the scored text (" A", " yes", ...)
   double logprob = 0;        // sum over the continuation tokens
   int64_t tokens = 0;
-  bool greedy = false;       // every continuation token was the argmax
+  bool greedy = false;  // every continuation token was the argmax
 };
 
 struct ExampleResult {
@@ -79,9 +79,9 @@ struct ExampleResult {
   // The tokens that follow the prompt in a teacher-forced replay (route traces): the generated
   // tokens, the chosen choice's continuation, or the reference (perplexity).
   std::vector<int64_t> output_tokens;
-  std::string output;             // generated text; loglik_choice: the chosen key
-  nlohmann::json parsed, gold;    // parse_answer / gold_answer shapes (task.h)
-  std::optional<bool> correct;    // when the prediction is right or wrong as a whole
+  std::string output;                // generated text; loglik_choice: the chosen key
+  nlohmann::json parsed, gold;       // parse_answer / gold_answer shapes (task.h)
+  std::optional<bool> correct;       // when the prediction is right or wrong as a whole
   std::vector<ChoiceScore> choices;  // loglik_choice
   int64_t chosen = -1;               // loglik_choice: index into choices
   double nll = 0;                    // perplexity: summed NLL (nats) of the reference

@@ -31,8 +31,9 @@ struct DecodeBench {
 };
 
 // Runs a prefill of `prompt_tokens` random ids, then `new_tokens` single-token decode steps with
-// the KV cache (greedy, no sampling overhead), and measures the bandwidth bound.
+// the KV cache (greedy, no sampling overhead), and measures the bandwidth bound with a copy of
+// `copy_bytes`.
 DecodeBench bench_decode(model::CausalLM& model, int64_t batch = 1, int64_t prompt_tokens = 16,
-                         int64_t new_tokens = 32);
+                         int64_t new_tokens = 32, int64_t copy_bytes = int64_t(1) << 29);
 
 }  // namespace ming::gen

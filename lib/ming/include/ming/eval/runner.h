@@ -1,0 +1,58 @@
+// One evaluation run (ming-eval): load the model (and adapter) once, score every task, write
+//   OUTDIR/predictions.jsonl  one line per example (report.h: prediction_json)
+//   OUTDIR/metrics.json       per task metrics with bootstrap CIs, overall mean, PromptCBLUE mean
+// each atomically, and return the stdout table. Progress goes to stderr.
+//
+// Everything the user can get wrong (task names and files, task data, flags) is checked before
+// the model is loaded, so a typo costs seconds, not a model load.
+//
+// --trace-routes: after each scored batch, one teacher-forced forward over prompt + output tokens
+// (generated text; the chosen choice; the reference for perplexity) with a RouteTraceWriter as
+// the MoE context's recorder; examples are tagged with id and task (for reports only: routing
+// never sees the task).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ming/eval/report.h"
+#include "ming/eval/scorer.h"
+#include "ming/model/load.h"
+
+namespace ming::eval {
+
+struct RunOptions {
+  std::filesystem::path model_dir;
+  std::filesystem::path adapter_dir;  // empty: none
+  std::vector<std::string> tasks;     // names (share/tasks/<name>.yaml) or YAML paths
+  std::filesystem::path suite_dir = "suite";
+  std::string split;                   // empty: each task's own split
+  int64_t limit = 0;                   // > 0: the first N records of each task
+  std::filesystem::path output_dir;    // empty: default_output_dir()
+  std::filesystem::path trace_routes;  // empty: no trace
+  std::filesystem::path share_dir;     // empty: the compiled-in share folder
+  ScorerOptions scorer;
+  model::LoadOptions load;
+  BootstrapOptions bootstrap;
+  bool progress = true;
+};
+
+struct RunResult {
+  std::filesystem::path output_dir;
+  nlohmann::json metrics;  // what metrics.json holds
+  std::string table;       // what goes to stdout
+  size_t examples = 0;
+  double seconds = 0;  // scoring time, model load excluded
+};
+
+// "eval-<model folder name>[-<adapter folder name>]" (in the current folder).
+std::filesystem::path default_output_dir(const std::filesystem::path& model_dir,
+                                         const std::filesystem::path& adapter_dir);
+
+RunResult run_eval(const RunOptions& options);
+
+}  // namespace ming::eval

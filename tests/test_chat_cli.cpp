@@ -1,0 +1,113 @@
+// ming-chat end to end on the real stories260K checkpoint imported with ming-merge: llama2.c's
+// published greedy story, pipelines, and one-line errors with exit status 2.
+#include <doctest/doctest.h>
+
+#include "ming/io/json.h"
+#include "support.h"
+
+using namespace ming;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+// Imports stories260K + tok512 into `dir` with the ming-merge CLI.
+void import_stories(const fs::path& dir) {
+  auto models = test::data_dir() / "models";
+  auto r = test::run_command(test::tool("ming-merge").string() + " convert --from llama2c --checkpoint " +
+                             q(models / "stories260K.bin") + " --tokenizer " + q(models / "tok512.bin") +
+                             " -o " + q(dir));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+}
+
+std::string chat(const fs::path& model) {
+  return test::tool("ming-chat").string() + " --model " + q(model) +
+         " --dtype fp32 --threads 1 --quiet --template raw --temperature 0";
+}
+
+// llama2.c doc/stories260K.md: `./run stories260K.bin -z tok512.bin -t 0.0` (256 steps).
+const char* kGreedyStory =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+    "One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n"
+    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. "
+    "She said, \"I want to play with your ball, but I can't find it.\"\n"
+    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to "
+    "do.\"\n"
+    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to do.\" "
+    "Her mom said, \"Don't worry, Lily. We can help you.";
+
+}  // namespace
+
+TEST_CASE("chat cli: greedy stories260K from an empty raw prompt is llama2.c's published story") {
+  test::TempDir tmp;
+  import_stories(tmp / "stories");
+  auto r = test::run_command(chat(tmp / "stories") + " --max-new-tokens 256 --prompt '' </dev/null");
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out == std::string(kGreedyStory) + "\n");
+}
+
+TEST_CASE("chat cli: piped stdin gives one answer per line, as one-shot runs do") {
+  test::TempDir tmp;
+  import_stories(tmp / "stories");
+  const std::string base = chat(tmp / "stories") + " --max-new-tokens 12";
+  auto a = test::run_command(base + " --prompt 'The cat'");
+  auto b = test::run_command(base + " --prompt 'Tom had a'");
+  REQUIRE(a.exit_code == 0);
+  REQUIRE(b.exit_code == 0);
+  CHECK(a.out.size() > 5);
+  auto piped = test::run_command("printf 'The cat\\nTom had a\\n' | " + base);
+  REQUIRE_MESSAGE(piped.exit_code == 0, piped.err);
+  CHECK(piped.out == a.out + b.out);
+  CHECK(piped.err.empty());
+  // A stop string ends the answer before it.
+  auto stopped = test::run_command(base + " --prompt 'The cat' --stop ' '");
+  CHECK(stopped.out.find(' ') == std::string::npos);
+  CHECK(a.out.rfind(stopped.out.substr(0, stopped.out.size() - 1), 0) == 0);
+}
+
+TEST_CASE("chat cli: bad input exits 2 with one line naming the problem") {
+  test::TempDir tmp;
+  import_stories(tmp / "stories");
+  auto one_line = [](const test::CommandResult& r) {
+    return std::count(r.err.begin(), r.err.end(), '\n') == 1;
+  };
+  SUBCASE("non-UTF-8 prompt") {
+    auto r = test::run_command(chat(tmp / "stories") + " --prompt \"$(printf 'caf\\351')\"");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("UTF-8") != std::string::npos);
+    CHECK(one_line(r));
+  }
+  SUBCASE("non-UTF-8 stdin line") {
+    auto r = test::run_command("printf 'ok\\n\\376\\n' | " + chat(tmp / "stories") + " -n 2");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("stdin line 2") != std::string::npos);
+    CHECK(one_line(r));
+  }
+  SUBCASE("missing model folder") {
+    auto r = test::run_command(chat(tmp / "nope") + " --prompt hi");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("nope") != std::string::npos);
+    CHECK(one_line(r));
+  }
+  SUBCASE("unknown architecture") {
+    auto j = io::read_json(tmp / "stories" / "config.json");
+    j["model_type"] = "gpt_neox";
+    j.erase("architectures");
+    io::write_json(tmp / "stories" / "config.json", j);
+    auto r = test::run_command(chat(tmp / "stories") + " --prompt hi");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("config.json") != std::string::npos);
+    CHECK(r.err.find("model_type") != std::string::npos);
+    CHECK(one_line(r));
+  }
+  SUBCASE("truncated weights") {
+    auto st = tmp / "stories" / "model.safetensors";
+    auto bytes = test::read_text(st);
+    test::write_text(st, bytes.substr(0, bytes.size() / 2));
+    auto r = test::run_command(chat(tmp / "stories") + " --prompt hi");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("model.safetensors") != std::string::npos);
+    CHECK(one_line(r));
+  }
+}
