@@ -15,13 +15,13 @@ TEST_CASE("adapter config: the default is MING-MOE's layout") {
   AdapterConfig c;
   REQUIRE(c.groups.size() == 2);
   const auto& att = c.groups[0];
-  CHECK(att.targets == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"});
+  CHECK((att.targets == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
   CHECK(att.experts == 1);
   CHECK(att.r == 16);
   CHECK(att.alpha == 32.0);
   CHECK(att.dropout == 0.05);
   const auto& mlp = c.groups[1];
-  CHECK(mlp.targets == std::vector<std::string>{"gate_proj", "up_proj", "down_proj"});
+  CHECK((mlp.targets == std::vector<std::string>{"gate_proj", "up_proj", "down_proj"}));
   CHECK(mlp.experts == 8);
   CHECK(mlp.top_k == 2);
   CHECK(mlp.r == 16);

@@ -217,12 +217,12 @@ TEST_CASE("adapter io: a MoLoRA adapter keeps MLP projections out of PEFT's targ
   auto store = ming::io::TensorStore::open(tmp / "a" / kAdapterWeightsFile);
   const std::string q = "base_model.model.model.layers.0.self_attn.q_proj.";
   const std::string g = "base_model.model.model.layers.0.mlp.gate_proj.";
-  CHECK(store.info(q + "lora_A.weight").shape == std::vector<int64_t>{16, 8});
-  CHECK(store.info(q + "lora_B.weight").shape == std::vector<int64_t>{8, 16});
-  CHECK(store.info(g + "experts.7.lora_A.weight").shape == std::vector<int64_t>{16, 8});
-  CHECK(store.info(g + "experts.7.lora_B.weight").shape == std::vector<int64_t>{12, 16});
-  CHECK(store.info(g + "router.weight").shape == std::vector<int64_t>{8, 8});
-  CHECK(store.info(g + "router.bias").shape == std::vector<int64_t>{8});
+  CHECK((store.info(q + "lora_A.weight").shape == std::vector<int64_t>{16, 8}));
+  CHECK((store.info(q + "lora_B.weight").shape == std::vector<int64_t>{8, 16}));
+  CHECK((store.info(g + "experts.7.lora_A.weight").shape == std::vector<int64_t>{16, 8}));
+  CHECK((store.info(g + "experts.7.lora_B.weight").shape == std::vector<int64_t>{12, 16}));
+  CHECK((store.info(g + "router.weight").shape == std::vector<int64_t>{8, 8}));
+  CHECK((store.info(g + "router.bias").shape == std::vector<int64_t>{8}));
   CHECK(store.info(g + "router.weight").dtype == torch::kFloat32);
   CHECK_FALSE(store.contains(g + "lora_A.weight"));
   CHECK(store.names().size() == 4 * 2 + 3 * (8 * 2 + 2));
@@ -356,7 +356,7 @@ TEST_CASE("adapter io: PEFT features ming cannot represent are usage errors") {
   CHECK_THROWS_AS(adapter_config_from_json(with("target_modules", nullptr), "x.json"),
                   ming::UsageError);
   auto regex = adapter_config_from_json(with("target_modules", R"(.*\.(q|v)_proj)"), "x.json");
-  CHECK(regex.groups[0].targets == std::vector<std::string>{R"(re:.*\.(q|v)_proj)"});
+  CHECK((regex.groups[0].targets == std::vector<std::string>{R"(re:.*\.(q|v)_proj)"}));
 }
 
 TEST_CASE("adapter io: torch::pickle_load reads a torch.save zip written as Python writes it") {
@@ -436,8 +436,8 @@ TEST_CASE("adapter io: imports MING-MOE's released format (PEFT folder + non_lor
     CHECK(g.r == r);
     CHECK(g.alpha == 8.0);
     CHECK(g.router_bias);
-    CHECK(loaded.config.groups[1].targets ==
-          std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"});
+    CHECK((loaded.config.groups[1].targets ==
+          std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
     // gate_proj's MoLoRA output equals MING's formula computed here from the raw tensors.
     auto gate = m.layers[0].gate;
     auto molora = std::dynamic_pointer_cast<MoloraAdapter>(gate->adapter());

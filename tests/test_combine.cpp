@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kAll = {"q_proj", "k_proj", "v_proj", "o_proj",
+const std::vector<std::string> kAll = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                        "gate_proj", "up_proj", "down_proj"};
 
 // module path -> s * B A of every plain LoRA of an adapter folder.
@@ -32,14 +32,17 @@ std::map<std::string, torch::Tensor> deltas(const fs::path& dir) {
   return out;
 }
 
-double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
+double max_abs(const torch::Tensor& t) {
+  return t.abs().max().item<double>();
+}
 
 }  // namespace
 
 TEST_CASE("combine cat: exactly sum_i w_i dW_i, ranks and alphas may differ") {
   TempDir tmp("ming-combine");
   test::write_tiny_decoder_adapter(tmp / "a", AdapterConfig::lora({"q_proj", "v_proj"}, 2, 8.0), 1);
-  test::write_tiny_decoder_adapter(tmp / "b", AdapterConfig::lora({"q_proj", "up_proj"}, 3, 3.0), 2);
+  test::write_tiny_decoder_adapter(tmp / "b", AdapterConfig::lora({"q_proj", "up_proj"}, 3, 3.0),
+                                   2);
   CombineOptions o;
   o.adapters = {tmp / "a", tmp / "b"};
   o.weights = {0.7, -1.5};
@@ -92,7 +95,8 @@ TEST_CASE("combine svd: full rank reproduces the weighted sum, rank R is the bes
     auto s = std::get<1>(at::linalg_svd(sum, false));
     // Eckart-Young: the error of the best rank-1 fit is the rest of the spectrum.
     const double best = s.slice(0, 1).pow(2).sum().sqrt().item<double>();
-    CHECK((d.to(torch::kFloat64) - sum).norm().item<double>() == doctest::Approx(best).epsilon(1e-4));
+    CHECK((d.to(torch::kFloat64) - sum).norm().item<double>() ==
+          doctest::Approx(best).epsilon(1e-4));
   }
 
   // Rank above rank(dW): the same product, the extra directions start as a fresh LoRA.
@@ -113,15 +117,16 @@ TEST_CASE("combine ties: trim, elect sign, disjoint merge on a hand-computed exa
   auto t1 = torch::tensor({3.0, -1.0, 2.0, -4.0}), t2 = torch::tensor({-2.0, 1.0, 5.0, 1.0});
   // density 0.5 keeps 2 of 4: t1 -> [3, 0, 0, -4], t2 -> [-2, 0, 5, 0]; total sign of the sum
   // [1, 0, 5, -4] -> [+, +, +, -]; agreeing weighted entries (w = 1, 0.5) averaged.
-  auto r = merge_task_tensors(CombineMethod::ties, {t1, t2}, {1.0, 0.5}, 0.5, MajoritySign::total,
-                              gen);
+  auto r =
+      merge_task_tensors(CombineMethod::ties, {t1, t2}, {1.0, 0.5}, 0.5, MajoritySign::total, gen);
   CHECK(torch::allclose(r, torch::tensor({3.0, 0.0, 2.5, -4.0})));
 
   // No trimming; total vs frequency election disagree: column sums [0, 2] -> [+, +], sign
   // counts [-1, -1] -> [-, -].
-  auto a = torch::tensor({3.0, -1.0}), b = torch::tensor({-2.0, -1.0}), c = torch::tensor({-1.0, 4.0});
-  auto total = merge_task_tensors(CombineMethod::ties, {a, b, c}, {1, 1, 1}, 1.0,
-                                  MajoritySign::total, gen);
+  auto a = torch::tensor({3.0, -1.0}), b = torch::tensor({-2.0, -1.0}),
+       c = torch::tensor({-1.0, 4.0});
+  auto total =
+      merge_task_tensors(CombineMethod::ties, {a, b, c}, {1, 1, 1}, 1.0, MajoritySign::total, gen);
   CHECK(torch::allclose(total, torch::tensor({3.0, 4.0})));
   auto freq = merge_task_tensors(CombineMethod::ties, {a, b, c}, {1, 1, 1}, 1.0,
                                  MajoritySign::frequency, gen);
@@ -129,7 +134,8 @@ TEST_CASE("combine ties: trim, elect sign, disjoint merge on a hand-computed exa
   CHECK(torch::allclose(magnitude_prune(t1, 0.25), torch::tensor({0.0, 0.0, 0.0, -4.0})));
 }
 
-TEST_CASE("combine dare: seeded Bernoulli drops with probability 1 - density, kept entries / density") {
+TEST_CASE(
+    "combine dare: seeded Bernoulli drops with probability 1 - density, kept entries / density") {
   auto t1 = torch::randn({64, 32}), t2 = torch::randn({64, 32});
   auto g1 = at::detail::createCPUGenerator(5);
   auto r = merge_task_tensors(CombineMethod::dare_linear, {t1, t2}, {0.5, 2.0}, 0.3,
@@ -160,7 +166,8 @@ TEST_CASE("combine linear/ties/dare act on A and B separately with PEFT's sqrt w
   combine(o);
   auto a = load_adapter_shell(tmp / "a"), b = load_adapter_shell(tmp / "b");
   auto out = load_adapter_shell(tmp / "lin");
-  auto la = lora_adapters(a.adapter), lb = lora_adapters(b.adapter), lo = lora_adapters(out.adapter);
+  auto la = lora_adapters(a.adapter), lb = lora_adapters(b.adapter),
+       lo = lora_adapters(out.adapter);
   REQUIRE(lo.size() == 2);
   for (size_t i = 0; i < lo.size(); ++i) {
     const double wa = -0.5 * 2.0, wb = 1.0 * 1.0;  // w_i * s_i
@@ -208,7 +215,8 @@ TEST_CASE("combine: rank mismatch for linear, MoLoRA input and another base are 
   CHECK(r.err.find((tmp / "r3").string()) != std::string::npos);
   CHECK(test::no_output_left(tmp / "out"));
 
-  test::write_tiny_decoder_adapter(tmp / "wide", AdapterConfig::lora({"q_proj"}, 2, 4.0), 3, 16, 12);
+  test::write_tiny_decoder_adapter(tmp / "wide", AdapterConfig::lora({"q_proj"}, 2, 4.0), 3, 16,
+                                   12);
   o.adapters = {tmp / "r2", tmp / "wide"};
   o.method = CombineMethod::cat;
   CHECK_THROWS_WITH_AS(combine(o), doctest::Contains("different base models"), UsageError);
@@ -235,7 +243,9 @@ TEST_CASE("upcycle: expert i equals adapter i on the targets, others are the exa
   test::write_tiny_decoder_adapter(tmp / "b", AdapterConfig::lora(kAll, 2, 4.0), 2);
   // Adapter c: smaller rank, other alpha, and no down_proj: a fresh (no-op) expert there.
   test::write_tiny_decoder_adapter(
-      tmp / "c", AdapterConfig::lora({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"}, 1, 3.0), 3);
+      tmp / "c",
+      AdapterConfig::lora({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"}, 1, 3.0),
+      3);
   UpcycleOptions o;
   o.adapters = {tmp / "a", tmp / "b", tmp / "c"};
   o.top_k = 2;

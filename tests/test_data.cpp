@@ -4,10 +4,12 @@
 #include <map>
 #include <set>
 
+// LibTorch first: glog's CHECK macro must be overridden by doctest's, not the other way round.
+#include "ming/data/loader.h"
+
 #include <doctest/doctest.h>
 
 #include "ming/core/error.h"
-#include "ming/data/loader.h"
 #include "ming/text/tokenizer.h"
 #include "support.h"
 
@@ -395,10 +397,9 @@ TEST_CASE("data encode: ming masking keeps every ChatML marker, masks headers an
                           {"\n", true}});
   CHECK(got.input_ids == want.ids);
   CHECK(got.labels == want.labels);
-  // The first answer token: 3 turns of markers/headers before it.
-  CHECK(got.first_trained ==
-        static_cast<int64_t>(std::find(got.input_ids.begin(), got.input_ids.end(), 'a') -
-                             got.input_ids.begin()));
+  // The first answer token follows the system turn (12 tokens), the user turn (10) and the
+  // assistant's "<|im_start|>assistant\n" (11).
+  CHECK(got.first_trained == 12 + 10 + 11);
 }
 
 TEST_CASE("data encode: assistant masking keeps only answers and their <|im_end|>") {
@@ -797,4 +798,34 @@ TEST_CASE("data loader: rows and steps per epoch") {
   auto p = data::TrainingData::from_examples({make_dataset(0, 10)}, o, 0);
   data::DataLoader packed(p, 1);
   CHECK(packed.rows_per_epoch() == 5);
+}
+
+TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, packed") {
+  auto tok = text::load_tokenizer(ming::test::data_dir() / "models/qwen.tiktoken");
+  data::DataOptions o;
+  o.datasets = {
+      {(ming::test::data_dir() / "medicalgpt/medical_sft_1K_format.jsonl").string(), "auto", 1.0}};
+  o.bad_example_policy = "stop";
+  o.cutoff_len = 512;
+  o.packing = true;
+  o.system_prompt = "You are a helpful assistant.";
+  auto d = data::TrainingData::load(o, *tok);
+  CHECK(d->chat_template() == text::ChatTemplateKind::chatml);  // from the tokenizer's tokens
+  const auto& st = d->stats()[0];
+  CHECK(st.n_records == 1000);
+  CHECK(st.n_bad == 0);
+  CHECK(st.n_examples + st.n_dropped == 1000);
+  CHECK(d->pad_id() == 151643);  // <|endoftext|>
+  for (const auto& ex : d->examples(0)) {
+    REQUIRE(ex.input_ids.size() <= 512);
+    // MING's layout: system turn first, every example starts with <|im_start|>system.
+    CHECK(ex.input_ids[0] == 151644);
+    CHECK(ex.input_ids[1] == 8948);
+    CHECK(ex.labels[0] == 151644);
+    CHECK(ex.labels[1] == kIgnoreIndex);
+  }
+  data::DataLoader loader(d, 4);
+  auto b = loader.next();
+  CHECK(b.input_ids.size(1) <= 512);
+  CHECK(b.n_target_tokens > 0);
 }

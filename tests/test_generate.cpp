@@ -97,7 +97,8 @@ TEST_CASE("generate: a batch of different-length prompts gives each prompt's own
   ToyTokenizer tok;
   gen::GenerateOptions o;
   o.max_new_tokens = 10;
-  std::vector<std::vector<int64_t>> prompts = {{30, 5}, {30, 1, 2, 3, 4, 5, 6, 7}, {30, 20, 21, 22}};
+  std::vector<std::vector<int64_t>> prompts = {
+      {30, 5}, {30, 1, 2, 3, 4, 5, 6, 7}, {30, 20, 21, 22}};
   auto batched = gen::generate(m, tok, prompts, o);
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto alone = gen::generate(m, tok, {prompts[i]}, o);
@@ -167,11 +168,11 @@ TEST_CASE("generate: sample_next applies repetition penalty, top-k and top-p lik
 
 TEST_CASE("generate: stop strings cut the text and streamed deltas never split a character") {
   CHECK(gen::stable_prefix_length("abc", {}) == 3);
-  CHECK(gen::stable_prefix_length("ab\xC3", {}) == 2);             // incomplete é
-  CHECK(gen::stable_prefix_length("ab\xE2\x82", {}) == 2);         // incomplete €
+  CHECK(gen::stable_prefix_length("ab\xC3", {}) == 2);      // incomplete é
+  CHECK(gen::stable_prefix_length("ab\xE2\x82", {}) == 2);  // incomplete €
   CHECK(gen::stable_prefix_length("ab\xC3\xA9", {}) == 4);
-  CHECK(gen::stable_prefix_length("ab\xEF\xBF\xBD", {}) == 2);     // U+FFFD held back
-  CHECK(gen::stable_prefix_length("hello wor", {"world"}) == 6);   // "wor" may start "world"
+  CHECK(gen::stable_prefix_length("ab\xEF\xBF\xBD", {}) == 2);    // U+FFFD held back
+  CHECK(gen::stable_prefix_length("hello wor", {"world"}) == 6);  // "wor" may start "world"
   CHECK(gen::stable_prefix_length("hello w", {"xyz", "wq"}) == 6);
   CHECK(gen::stable_prefix_length("hello", {"lo!"}) == 3);
 
@@ -206,15 +207,22 @@ TEST_CASE("generate: stop strings cut the text and streamed deltas never split a
     deltas.push_back(d);
     streamed += d;
   });
-  CHECK(out[0].text.rfind("\xC3\xA9" "ab \xC3\xA9" "ab ", 0) == 0);
+  CHECK(out[0].text.rfind("\xC3\xA9"
+                          "ab \xC3\xA9"
+                          "ab ",
+                          0) == 0);
   CHECK(streamed == out[0].text);
   for (const auto& d : deltas) CHECK(gen::stable_prefix_length(d, {}) == d.size());
 
-  o.stop = {"b \xC3\xA9" "a"};
+  o.stop = {
+      "b \xC3\xA9"
+      "a"};
   streamed.clear();
   out = gen::generate(m, tok, {{30}}, o, [&](size_t, const std::string& d) { streamed += d; });
   CHECK(out[0].finish == gen::FinishReason::stop);
-  CHECK(out[0].text == "\xC3\xA9" "a");
+  CHECK(out[0].text ==
+        "\xC3\xA9"
+        "a");
   CHECK(streamed == out[0].text);
 }
 

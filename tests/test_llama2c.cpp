@@ -17,8 +17,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path stories_bin() { return test::data_dir() / "models" / "stories260K.bin"; }
-fs::path tok512_bin() { return test::data_dir() / "models" / "tok512.bin"; }
+fs::path stories_bin() {
+  return test::data_dir() / "models" / "stories260K.bin";
+}
+fs::path tok512_bin() {
+  return test::data_dir() / "models" / "tok512.bin";
+}
 
 // run.c's forward pass, position by position, straight from the checkpoint's float arrays.
 torch::Tensor run_c_forward(const fs::path& path, const std::vector<int64_t>& tokens) {
@@ -157,8 +161,9 @@ TEST_CASE("llama2c: damaged checkpoints are refused naming the file") {
   }
   SUBCASE("through ming-merge: exit 2 and one line") {
     test::write_text(tmp / "cut.bin", bytes.substr(0, 1000));
-    auto r = test::run_command(test::tool("ming-merge").string() + " convert --from llama2c --checkpoint '" +
-                               (tmp / "cut.bin").string() + "' -o '" + (tmp / "out").string() + "'");
+    auto r = test::run_command(
+        test::tool("ming-merge").string() + " convert --from llama2c --checkpoint '" +
+        (tmp / "cut.bin").string() + "' -o '" + (tmp / "out").string() + "'");
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("cut.bin") != std::string::npos);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);

@@ -36,8 +36,8 @@ TEST_CASE("lora: a fresh adapter leaves the projection output unchanged") {
 TEST_CASE("lora: initialisation is kaiming-uniform(a=sqrt(5)) A and zero B, fp32") {
   torch::manual_seed(1);
   LoraAdapter lora(400, 30, LoraOptions{16, 32.0, 0.05, false});
-  CHECK(lora.lora_A.sizes() == torch::IntArrayRef({16, 400}));
-  CHECK(lora.lora_B.sizes() == torch::IntArrayRef({30, 16}));
+  CHECK((lora.lora_A.sizes() == torch::IntArrayRef({16, 400})));
+  CHECK((lora.lora_B.sizes() == torch::IntArrayRef({30, 16})));
   CHECK(lora.lora_A.scalar_type() == torch::kFloat32);
   const double bound = 1.0 / std::sqrt(400.0);
   CHECK(lora.lora_A.abs().max().item<double>() <= bound);

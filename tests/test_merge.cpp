@@ -38,7 +38,9 @@ AdapterConfig small_molora(bool shared_expert = false) {
   return c;
 }
 
-double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
+double max_abs(const torch::Tensor& t) {
+  return t.abs().max().item<double>();
+}
 
 MergeOptions merge_options(const TempDir& tmp) {
   MergeOptions o;
@@ -53,9 +55,8 @@ MergeOptions merge_options(const TempDir& tmp) {
 TEST_CASE("merge: folded LoRA gives the logits of base + unmerged adapter (fp32)") {
   TempDir tmp("ming-merge");
   test::write_tiny_base(tmp / "base", torch::kFloat32);
-  auto cfg = AdapterConfig::lora({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                  "down_proj"},
-                                 4, 8.0);
+  auto cfg = AdapterConfig::lora(
+      {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 4, 8.0);
   test::write_random_adapter(tmp / "base", tmp / "adapter", cfg);
   const auto report = merge(merge_options(tmp));
   CHECK(report.n_lora_merged == 14);
@@ -166,23 +167,33 @@ TEST_CASE("merge: molora_dense_delta is s * sum_e p_e B_e A_e plus the shared ex
   CHECK_THROWS_AS(molora_dense_delta(a, {0.5, 0.5}), UsageError);
 }
 
-TEST_CASE("merge --experts-to-dense: folds experts by measured mean gate, or uniformly") {
+TEST_CASE("merge --experts-to-dense: folds experts by measured expected gate, or uniformly") {
   TempDir tmp("ming-merge");
   test::write_tiny_base(tmp / "base", torch::kFloat32);
   test::write_random_adapter(tmp / "base", tmp / "adapter", small_molora());
-  // ming-route-stats' layout for layer 0 gate_proj, the plain layout elsewhere is not mixed in:
-  // the file lists every MoLoRA projection with a mean_gate row.
-  io::Json stats = io::Json::object();
-  stats["layers"] = io::Json::array();
+  // ming-route-stats' route_stats.json: per expert topk_share and mean_gate (the mean over its
+  // own assignments), so E[g_e] = k * topk_share_e * mean_gate_e.
+  io::Json stats = {{"format", "ming-route-stats"}, {"version", 1}, {"layers", io::Json::array()}};
   std::map<std::string, std::vector<double>> p;
   for (int l = 0; l < 2; ++l)
     for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
       const std::string name = fmt::format("model.layers.{}.mlp.{}", l, proj);
-      p[name] = {0.1 * (l + 1), 0.2, 0.3, 0.7 - 0.1 * (l + 1)};
-      stats["layers"].push_back({{"name", name},
-                                 {"experts", 4},
-                                 {"mean_gate", p[name]},
-                                 {"topk_share", {0.25, 0.25, 0.25, 0.25}}});
+      const std::vector<double> share = {0.1, 0.2, 0.3, 0.4};
+      const std::vector<double> mean_gate = {0.5 + 0.1 * l, 0.5, 0.5, 0.5};
+      io::Json experts = io::Json::array();
+      double sum = 0;
+      for (int e = 0; e < 4; ++e) {
+        experts.push_back({{"expert", e},
+                           {"top1_share", 0.25},
+                           {"topk_share", share[e]},
+                           {"mean_gate", mean_gate[e]},
+                           {"dead", false}});
+        p[name].push_back(2 * share[e] * mean_gate[e]);
+        sum += p[name].back();
+      }
+      for (auto& v : p[name]) v /= sum;  // layer 1's rows do not sum to 1: merge normalises
+      stats["layers"].push_back(
+          {{"name", name}, {"experts", 4}, {"top_k", 2}, {"expert_stats", experts}});
     }
   io::write_json(tmp / "route_stats.json", stats);
 
@@ -193,7 +204,7 @@ TEST_CASE("merge --experts-to-dense: folds experts by measured mean gate, or uni
   CHECK(report.n_molora_densified == 6);
   CHECK_FALSE(fs::exists(tmp / "merged" / "experts-adapter"));
 
-  // W' of every MLP projection is W + s sum_e mean_gate_e B_e A_e.
+  // W' of every MLP projection is W + s sum_e E[g_e] B_e A_e.
   model::LoadOptions load;
   load.load_tokenizer = false;
   auto base = model::load_model(tmp / "base", load);
@@ -250,23 +261,25 @@ TEST_CASE("merge --eval-data: reports perplexity of base + adapter and of the me
   CHECK(std::abs(*dense.ppl_merged - *dense.ppl_adapter) > 1e-6);
 }
 
-TEST_CASE("read_route_usage: ming-route-stats layers, keyed layers and the plain layout") {
+TEST_CASE("read_route_usage: ming-route-stats' route_stats.json and the plain layout") {
   TempDir tmp("ming-merge");
-  test::write_text(tmp / "a.json",
-                   R"({"layers": [{"name": "m.a", "mean_gate": [0.5, 0.5], "topk_share": [0.6, 0.4]}]})");
+  test::write_text(tmp / "a.json", R"({"format": "ming-route-stats", "version": 1, "layers": [
+      {"name": "m.a", "experts": 2, "top_k": 2, "expert_stats": [
+        {"expert": 1, "top1_share": 0.3, "topk_share": 0.4, "mean_gate": 0.25, "dead": false},
+        {"expert": 0, "top1_share": 0.7, "topk_share": 0.6, "mean_gate": 0.6667, "dead": false}]}]})");
   auto a = read_route_usage(tmp / "a.json", UsageMeasure::topk_share);
-  CHECK(a.field == "topk_share");
   CHECK(a.layers.at("m.a") == std::vector<double>{0.6, 0.4});
-  CHECK(read_route_usage(tmp / "a.json", UsageMeasure::mean_gate).layers.at("m.a")[0] == 0.5);
-  test::write_text(tmp / "b.json", R"({"layers": {"m.b": {"mean_gate": [0.1, 0.9]}}})");
-  auto b = read_route_usage(tmp / "b.json", UsageMeasure::topk_share);  // falls back
-  CHECK(b.field == "mean_gate");
-  CHECK(b.layers.at("m.b")[1] == 0.9);
+  auto g = read_route_usage(tmp / "a.json", UsageMeasure::expected_gate).layers.at("m.a");
+  CHECK(g[0] == doctest::Approx(2 * 0.6 * 0.6667));
+  CHECK(g[1] == doctest::Approx(2 * 0.4 * 0.25));
   test::write_text(tmp / "c.json", R"({"m.c": [1, 0, 2]})");
-  CHECK(read_route_usage(tmp / "c.json", UsageMeasure::mean_gate).layers.at("m.c").size() == 3);
+  CHECK(read_route_usage(tmp / "c.json", UsageMeasure::expected_gate).layers.at("m.c").size() == 3);
   test::write_text(tmp / "d.json", R"({"m.d": [1, -1]})");
-  CHECK_THROWS_AS(read_route_usage(tmp / "d.json", UsageMeasure::mean_gate), UsageError);
-  CHECK_THROWS_WITH_AS(read_route_usage(tmp / "missing.json", UsageMeasure::mean_gate),
+  CHECK_THROWS_AS(read_route_usage(tmp / "d.json", UsageMeasure::expected_gate), UsageError);
+  test::write_text(tmp / "e.json", R"({"format": "ming-route-stats", "layers": [{"name": "x"}]})");
+  CHECK_THROWS_WITH_AS(read_route_usage(tmp / "e.json", UsageMeasure::topk_share),
+                       doctest::Contains("layers[0]"), UsageError);
+  CHECK_THROWS_WITH_AS(read_route_usage(tmp / "missing.json", UsageMeasure::expected_gate),
                        doctest::Contains("does not exist"), UsageError);
 }
 
@@ -290,8 +303,7 @@ TEST_CASE("ming-merge merge: bad inputs exit 2 with the reason and leave no outp
   test::write_random_adapter(tmp / "base", tmp / "adapter", small_molora());
   r = test::run_command(tool + " merge --base " + (tmp / "base").string() + " --adapter " +
                         (tmp / "adapter").string() + " -o " + (tmp / "out").string() +
-                        " --experts-to-dense usage --route-stats " +
-                        (tmp / "nope.json").string());
+                        " --experts-to-dense usage --route-stats " + (tmp / "nope.json").string());
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("nope.json") != std::string::npos);
   CHECK(test::no_output_left(tmp / "out"));

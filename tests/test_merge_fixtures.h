@@ -56,7 +56,8 @@ inline void randomise(const adapt::InjectedAdapters& injected, double scale = 0.
 }
 
 // An adapter folder for the model folder `base` with random weights.
-inline void write_random_adapter(const std::filesystem::path& base, const std::filesystem::path& dir,
+inline void write_random_adapter(const std::filesystem::path& base,
+                                 const std::filesystem::path& dir,
                                  const adapt::AdapterConfig& config, uint64_t seed = 11,
                                  double scale = 0.1) {
   model::LoadOptions load;
@@ -80,8 +81,8 @@ inline torch::Tensor tiny_logits(const std::filesystem::path& dir,
   if (adapter) adapt::load_adapter(*m.model, *adapter);
   torch::NoGradGuard g;
   m.model->eval();
-  auto ids = torch::tensor({5, 17, 300, 42, 99, 7, 250, 3, 511, 64, 12, 128}, torch::kInt64)
-                 .view({1, -1});
+  auto ids =
+      torch::tensor({5, 17, 300, 42, 99, 7, 250, 3, 511, 64, 12, 128}, torch::kInt64).view({1, -1});
   return m.model->forward(ids).to(torch::kFloat64);
 }
 

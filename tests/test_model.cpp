@@ -119,8 +119,8 @@ torch::Tensor reference_forward(model::CausalLM& m, const std::vector<int64_t>& 
     }
     return out;
   };
-  auto x = w["model.embed_tokens.weight"].index_select(
-      0, torch::tensor(ids, torch::kInt64));  // (T, D)
+  auto x =
+      w["model.embed_tokens.weight"].index_select(0, torch::tensor(ids, torch::kInt64));  // (T, D)
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     auto xn = rms(x, w[p + "input_layernorm.weight"]);
@@ -305,7 +305,8 @@ TEST_CASE("model: bf16 forward stays close to fp32") {
   auto a = m32->forward(ids_tensor(ids));
   auto b = m16->forward(ids_tensor(ids));
   CHECK(b.scalar_type() == torch::kBFloat16);
-  CHECK((a - b.to(torch::kFloat32)).abs().max().item<double>() < 0.05 * (1 + a.abs().max().item<double>()));
+  CHECK((a - b.to(torch::kFloat32)).abs().max().item<double>() <
+        0.05 * (1 + a.abs().max().item<double>()));
 }
 
 TEST_CASE("model: full fine-tuning and frozen-base adapters both get gradients") {
@@ -329,7 +330,9 @@ TEST_CASE("model: full fine-tuning and frozen-base adapters both get gradients")
   struct Scale : model::ProjectionAdapter {
     torch::Tensor s;
     Scale() { s = register_parameter("s", torch::ones({1})); }
-    torch::Tensor forward(const torch::Tensor&, const torch::Tensor& base) override { return base * s; }
+    torch::Tensor forward(const torch::Tensor&, const torch::Tensor& base) override {
+      return base * s;
+    }
   };
   m->set_trainable(false);
   for (auto& p : m->parameters()) p.mutable_grad() = torch::Tensor();
@@ -377,8 +380,9 @@ TEST_CASE("model: config.json round trip and unsupported settings name the key")
         std::string::npos);
   auto heads = llama3_tiny().to_json();
   heads["num_key_value_heads"] = 2;
-  CHECK(usage_error([&] { ModelConfig::from_json(heads, "config.json"); })
-            .find("num_key_value_heads") != std::string::npos);
+  CHECK(usage_error([&] {
+          ModelConfig::from_json(heads, "config.json");
+        }).find("num_key_value_heads") != std::string::npos);
   auto missing = llama3_tiny().to_json();
   missing.erase("hidden_size");
   CHECK(usage_error([&] { ModelConfig::from_json(missing, "config.json"); }).find("hidden_size") !=

@@ -112,10 +112,10 @@ TEST_CASE("molora: defaults are MING-MOE's MLP layer") {
   CHECK(o.jitter == 0.0);
   MoloraAdapter m(64, 32, o);
   CHECK(m.scaling() == 2.0);
-  CHECK(m.lora_A.sizes() == torch::IntArrayRef({8, 16, 64}));
-  CHECK(m.lora_B.sizes() == torch::IntArrayRef({8, 32, 16}));
-  CHECK(m.router_weight.sizes() == torch::IntArrayRef({8, 64}));
-  CHECK(m.router_bias.sizes() == torch::IntArrayRef({8}));
+  CHECK((m.lora_A.sizes() == torch::IntArrayRef({8, 16, 64})));
+  CHECK((m.lora_B.sizes() == torch::IntArrayRef({8, 32, 16})));
+  CHECK((m.router_weight.sizes() == torch::IntArrayRef({8, 64})));
+  CHECK((m.router_bias.sizes() == torch::IntArrayRef({8})));
   CHECK(m.lora_A.abs().max().item<double>() <= 1.0 / std::sqrt(64.0));
   CHECK(m.lora_B.abs().max().item<double>() == 0.0);
   CHECK(m.lora_A.scalar_type() == torch::kFloat32);
@@ -221,7 +221,7 @@ TEST_CASE("molora: the shared expert is always on with weight 1") {
   auto shared = torch::matmul(torch::matmul(x, sa.t()), sb.t()) * with.scaling();
   CHECK(torch::allclose(with.forward(x, base).detach(), without.forward(x, base).detach() + shared,
                         1e-10, 1e-12));
-  CHECK(with.shared_A.sizes() == torch::IntArrayRef({2, 6}));
+  CHECK((with.shared_A.sizes() == torch::IntArrayRef({2, 6})));
 }
 
 namespace {
@@ -362,7 +362,7 @@ TEST_CASE("molora: the route recorder sees each token's experts and gates; off b
   REQUIRE(trace->entries().size() == 1);
   const auto& e = trace->entries()[0];
   CHECK(e.layer == "model.layers.1.mlp.down_proj");
-  CHECK(e.experts.sizes() == torch::IntArrayRef({6, 2}));
+  CHECK((e.experts.sizes() == torch::IntArrayRef({6, 2})));
   CHECK(torch::allclose(e.gates.sum(1), torch::ones({6})));
   auto [experts, gates] = m.route(x);
   CHECK(torch::equal(e.experts, experts));

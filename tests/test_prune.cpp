@@ -45,7 +45,8 @@ void write_usage(const fs::path& file, const std::map<std::string, std::vector<d
   for (int l = 0; l < 2; ++l)
     for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
       const std::string name = fmt::format("model.layers.{}.mlp.{}", l, proj);
-      j[name] = special.count(name) ? special.at(name) : std::vector<double>{0.25, 0.25, 0.25, 0.25};
+      j[name] =
+          special.count(name) ? special.at(name) : std::vector<double>{0.25, 0.25, 0.25, 0.25};
     }
   test::write_text(file, j.dump());
 }
@@ -84,7 +85,8 @@ TEST_CASE("prune: drops experts below the threshold with their router rows, keep
   // The attention LoRA is untouched.
   auto lb = lora_adapters(before.adapter), la = lora_adapters(after.adapter);
   REQUIRE(la.size() == lb.size());
-  for (size_t i = 0; i < la.size(); ++i) CHECK(torch::equal(la[i].second->lora_B, lb[i].second->lora_B));
+  for (size_t i = 0; i < la.size(); ++i)
+    CHECK(torch::equal(la[i].second->lora_B, lb[i].second->lora_B));
 
   // Routing renormalised over the rest: the pruned layer computes what the original computes
   // with the dropped experts' logits pushed to -inf.
@@ -124,8 +126,9 @@ TEST_CASE("prune: k is lowered when fewer experts remain; one expert left become
   for (auto& [path, lora] : lora_adapters(after.adapter))
     if (path == "model.layers.0.mlp.up_proj") {
       found = true;
-      auto expected = (torch::mm(b->lora_B[0], b->lora_A[0]) + torch::mm(b->shared_B, b->shared_A)) *
-                      b->scaling();
+      auto expected =
+          (torch::mm(b->lora_B[0], b->lora_A[0]) + torch::mm(b->shared_B, b->shared_A)) *
+          b->scaling();
       CHECK(torch::allclose(lora->delta_weight(), expected, 1e-5, 1e-6));
       // And the same function: top-1 over one expert always gives it gate 1.
       auto x = torch::randn({3, 8});
@@ -168,7 +171,9 @@ TEST_CASE("prune: bad inputs are usage errors; the CLI exits 2 and writes nothin
   CHECK(fs::exists(tmp / "pruned" / "adapter_config.json"));
 }
 
-TEST_CASE("convert --to peft keeps the LoRA parts exactly and drops experts; --from ming-moe reads MING names") {
+TEST_CASE(
+    "convert --to peft keeps the LoRA parts exactly and drops experts; --from ming-moe reads MING "
+    "names") {
   TempDir tmp("ming-prune");
   auto cfg = four_experts();
   cfg.groups[0].use_rslora = true;  // folded into alpha for PEFT

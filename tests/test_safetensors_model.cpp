@@ -133,12 +133,14 @@ TEST_CASE("safetensors: truncated and lying files are refused naming the file an
     auto h = header_of(good);
     h["y"]["data_offsets"] = {16, 32};
     test::write_text(bad, with_header(good, h));
-    CHECK(usage_error([&] { io::SafetensorsFile::open(bad); }).find("overlap") != std::string::npos);
+    CHECK(usage_error([&] { io::SafetensorsFile::open(bad); }).find("overlap") !=
+          std::string::npos);
   }
   SUBCASE("unknown dtype") {
     auto h = header_of(good);
     h["y"]["dtype"] = "F8_E4M3";
     test::write_text(bad, with_header(good, h));
-    CHECK(usage_error([&] { io::SafetensorsFile::open(bad); }).find("F8_E4M3") != std::string::npos);
+    CHECK(usage_error([&] { io::SafetensorsFile::open(bad); }).find("F8_E4M3") !=
+          std::string::npos);
   }
 }

@@ -18,7 +18,8 @@ namespace {
 
 struct ChatFlags {
   std::string model, adapter, prompt, prompt_file, system, template_name = "auto";
-  double temperature = -1, top_p = -1, repeat_penalty = -1;  // -1: generation_config.json or default
+  double temperature = -1, top_p = -1,
+         repeat_penalty = -1;  // -1: generation_config.json or default
   int64_t top_k = -1, max_new_tokens = 512;
   std::vector<std::string> stop;
   bool one_shot = false;  // --prompt given (possibly empty: raw template starts from BOS)
@@ -46,7 +47,7 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
 
   ming::gen::ChatOptions co;
   co.template_kind = f.template_name == "auto" ? loaded.chat_template
-                                                : ming::text::parse_chat_template(f.template_name);
+                                               : ming::text::parse_chat_template(f.template_name);
   if (!f.system.empty()) co.system = f.system;
   const auto& gen = loaded.generation_config;
   const bool sample = !gen.contains("do_sample") || gen["do_sample"] == true;
@@ -125,7 +126,8 @@ int main(int argc, char** argv) {
   app.add_option("--template", f.template_name, "auto | chatml | llama2 | llama3 | raw")
       ->check(CLI::IsMember({"auto", "chatml", "llama2", "llama3", "raw"}))
       ->capture_default_str();
-  app.add_option("--temperature", f.temperature, "0 = greedy (default: generation_config.json, else 0.7)");
+  app.add_option("--temperature", f.temperature,
+                 "0 = greedy (default: generation_config.json, else 0.7)");
   app.add_option("--top-k", f.top_k, "keep the k most likely tokens (0 = off)");
   app.add_option("--top-p", f.top_p, "nucleus sampling mass (1 = off)");
   app.add_option("--repeat-penalty", f.repeat_penalty, "repetition penalty (1 = off)");

@@ -5,10 +5,10 @@
 //   ming-merge merge   --base qwen --adapter run/adapter -o merged [--experts-to-dense usage ...]
 //   ming-merge combine --adapters a,b --weights 1,0.5 --method svd --rank 16 -o ab
 //   ming-merge upcycle --adapters qa,ner,dialog --top-k 2 -o moe-init
-//   ming-merge prune   --adapter run/adapter --route-stats stats/route_stats.json --threshold 0.02 -o pruned
-//   ming-merge convert --from llama2c --checkpoint stories260K.bin --tokenizer tok512.bin -o model
-//   ming-merge convert --from ming-moe --adapter MING-MOE-7B -o ming-adapter
-//   ming-merge convert --to peft --adapter run/adapter -o peft-adapter
+//   ming-merge prune   --adapter run/adapter --route-stats stats/route_stats.json --threshold 0.02
+//   -o pruned ming-merge convert --from llama2c --checkpoint stories260K.bin --tokenizer tok512.bin
+//   -o model ming-merge convert --from ming-moe --adapter MING-MOE-7B -o ming-adapter ming-merge
+//   convert --to peft --adapter run/adapter -o peft-adapter
 #include <iostream>
 
 #include <ming/adapt/combine.h>
@@ -43,8 +43,10 @@ CLI::App* add_merge(CLI::App& app, MergeFlags& f) {
                 "keep them as OUT/experts-adapter)");
   c->add_option("--route-stats", o.route_stats, "route_stats.json (for --experts-to-dense usage)");
   c->add_option("--eval-data", o.eval_data, "JSONL data: report perplexity before/after merging");
-  c->add_option("--eval-max-examples", o.eval_max_examples, "examples scored")->capture_default_str();
-  c->add_option("--eval-max-tokens", o.eval_max_tokens, "tokens per example")->capture_default_str();
+  c->add_option("--eval-max-examples", o.eval_max_examples, "examples scored")
+      ->capture_default_str();
+  c->add_option("--eval-max-tokens", o.eval_max_tokens, "tokens per example")
+      ->capture_default_str();
   return c;
 }
 
@@ -120,8 +122,7 @@ CLI::App* add_upcycle(CLI::App& app, UpcycleFlags& f) {
       ->delimiter(',')
       ->capture_default_str();
   c->add_option("--top-k", o.top_k, "experts per token")->capture_default_str();
-  c->add_option("--others", o.others,
-                "other projections: mean (exact average dW) | first | drop")
+  c->add_option("--others", o.others, "other projections: mean (exact average dW) | first | drop")
       ->capture_default_str();
   c->add_flag("--no-router-bias", f.no_router_bias, "router without bias (MING has one)");
   c->add_option("--seed", o.seed, "router initialisation")->capture_default_str();
@@ -148,7 +149,7 @@ CLI::App* add_prune(CLI::App& app, PruneFlags& f) {
   c->add_option("--route-stats", o.route_stats, "route_stats.json of ming-route-stats")->required();
   c->add_option("--threshold", o.threshold, "drop experts with usage below this (uniform = 1/E)")
       ->required();
-  c->add_option("--measure", f.measure, "usage measure: topk_share | mean_gate")
+  c->add_option("--measure", f.measure, "usage measure: topk_share | expected_gate")
       ->capture_default_str();
   c->add_option("-o,--output", o.output, "output adapter folder")->required();
   return c;
@@ -158,10 +159,10 @@ void run_prune(const PruneFlags& f) {
   auto o = f.options;
   if (f.measure == "topk_share")
     o.measure = ming::adapt::UsageMeasure::topk_share;
-  else if (f.measure == "mean_gate")
-    o.measure = ming::adapt::UsageMeasure::mean_gate;
+  else if (f.measure == "expected_gate")
+    o.measure = ming::adapt::UsageMeasure::expected_gate;
   else
-    fail_usage("--measure '{}': expected topk_share or mean_gate", f.measure);
+    fail_usage("--measure '{}': expected topk_share or expected_gate", f.measure);
   const auto r = ming::adapt::prune_experts(o);
   for (const auto& p : r.projections)
     std::cout << nlohmann::json{{"module", p.module},
@@ -200,7 +201,8 @@ void run_convert(ConvertFlags& f) {
     fail_usage("convert: give exactly one of --from llama2c|ming-moe or --to peft");
   if (f.from == "llama2c") {
     // A llama2.c "tinyllamas" checkpoint -> HF LLaMA folder.
-    if (f.llama2c.checkpoint.empty()) fail_usage("convert --from llama2c: --checkpoint is required");
+    if (f.llama2c.checkpoint.empty())
+      fail_usage("convert --from llama2c: --checkpoint is required");
     if (!f.tokenizer.empty()) f.llama2c.tokenizer = f.tokenizer;
     ming::model::import_llama2c(f.llama2c);
     return;

@@ -8,8 +8,8 @@
 // mutual information); -o DIR writes route_stats.json, CSV tables and SVG heatmaps (layout in
 // ming/route/report.h) as one folder, atomically. Exit status 2 for a missing or corrupt trace
 // or data file (the message names it), 1 for other failures.
-#include <cstdio>
 #include <unistd.h>
+#include <cstdio>
 
 #include <ming/adapt/adapter_io.h>
 #include <ming/core/error.h>
@@ -69,10 +69,12 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
 
   fs::path trace_a = f.trace, trace_b = f.compare;
   if (!f.model.empty()) {
-    if (!f.trace.empty()) fail_usage("give either a TRACE file or --model/--adapter/--data, not both");
+    if (!f.trace.empty())
+      fail_usage("give either a TRACE file or --model/--adapter/--data, not both");
     if (f.adapter.empty()) fail_usage("--model needs --adapter (the MoLoRA adapter to trace)");
     if (f.data.empty()) fail_usage("--model needs --data FILE.jsonl[,...]");
-    if (!f.compare.empty()) fail_usage("with --model, compare two adapters with --compare-adapter DIR");
+    if (!f.compare.empty())
+      fail_usage("with --model, compare two adapters with --compare-adapter DIR");
     // Read every data file before the model load, so a typo costs seconds.
     route::InputOptions in;
     in.limit = f.limit;
@@ -86,7 +88,8 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
     load.device = rt.device;
     load.dtype = rt.dtype;
     auto loaded = model::load_model(f.model, load);
-    auto examples = route::tokenize_inputs(inputs, *loaded.tokenizer, loaded.chat_template, f.max_tokens);
+    auto examples =
+        route::tokenize_inputs(inputs, *loaded.tokenizer, loaded.chat_template, f.max_tokens);
     log::info("tracing {} examples from {} file(s)", examples.size(), f.data.size());
     fs::path dir;
     if (f.save_trace.empty()) {
@@ -117,7 +120,8 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
   }
   if (!f.output.empty()) {
     io::StagedDir out(f.output);
-    auto files = route::write_report(out.path(), stats, comparison ? &*comparison : nullptr, f.report);
+    auto files =
+        route::write_report(out.path(), stats, comparison ? &*comparison : nullptr, f.report);
     // A model run keeps its traces with the report, unless they were saved elsewhere.
     if (temp_dir) {
       fs::copy_file(trace_a, out / "routes.trace");
@@ -135,9 +139,10 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ming-route-stats: expert load, balance, dead experts and task-expert mutual "
-               "information of MoLoRA routing",
-               "ming-route-stats"};
+  CLI::App app{
+      "ming-route-stats: expert load, balance, dead experts and task-expert mutual "
+      "information of MoLoRA routing",
+      "ming-route-stats"};
   Flags f;
   cli::RuntimeFlags rf;
   app.add_option("trace", f.trace, "route trace (ming-eval --trace-routes, --save-trace)");
@@ -155,8 +160,10 @@ int main(int argc, char** argv) {
   app.add_option("--top", f.top, "layers listed in the summary")->capture_default_str();
   app.add_option("--model,-m", f.model, "model folder: trace by running it");
   app.add_option("--adapter", f.adapter, "MoLoRA adapter folder (with --model)");
-  app.add_option("--compare-adapter", f.compare_adapter, "second adapter to compare (with --model)");
-  app.add_option("--data", f.data, "JSONL files (task from each record's task field, else file name)")
+  app.add_option("--compare-adapter", f.compare_adapter,
+                 "second adapter to compare (with --model)");
+  app.add_option("--data", f.data,
+                 "JSONL files (task from each record's task field, else file name)")
       ->delimiter(',');
   app.add_option("--limit", f.limit, "first N records of each data file (0 = all)");
   app.add_option("--batch-size,-b", f.batch_size, "sequences per forward")->capture_default_str();

@@ -49,11 +49,16 @@ bool needs_density(CombineMethod m) {
 // The task-arithmetic part of an svd method.
 CombineMethod base_method(CombineMethod m) {
   switch (m) {
-    case CombineMethod::svd: return CombineMethod::linear;
-    case CombineMethod::ties_svd: return CombineMethod::ties;
-    case CombineMethod::dare_linear_svd: return CombineMethod::dare_linear;
-    case CombineMethod::dare_ties_svd: return CombineMethod::dare_ties;
-    default: return m;
+    case CombineMethod::svd:
+      return CombineMethod::linear;
+    case CombineMethod::ties_svd:
+      return CombineMethod::ties;
+    case CombineMethod::dare_linear_svd:
+      return CombineMethod::dare_linear;
+    case CombineMethod::dare_ties_svd:
+      return CombineMethod::dare_ties;
+    default:
+      return m;
   }
 }
 }  // namespace
@@ -100,7 +105,8 @@ torch::Tensor random_prune(const torch::Tensor& t, double density, bool rescale,
 torch::Tensor majority_sign_mask(const torch::Tensor& stacked, MajoritySign method) {
   auto sign = stacked.sign();
   auto magnitude = method == MajoritySign::total ? stacked.sum(0) : sign.sum(0);
-  auto elected = torch::where(magnitude >= 0, torch::ones_like(magnitude), -torch::ones_like(magnitude));
+  auto elected =
+      torch::where(magnitude >= 0, torch::ones_like(magnitude), -torch::ones_like(magnitude));
   return sign == elected;
 }
 
@@ -118,13 +124,18 @@ torch::Tensor merge_task_tensors(CombineMethod method, const std::vector<torch::
   for (const auto& t : tasks) {
     switch (method) {
       case CombineMethod::ties:
-      case CombineMethod::magnitude_prune: pruned.push_back(magnitude_prune(t, density)); break;
+      case CombineMethod::magnitude_prune:
+        pruned.push_back(magnitude_prune(t, density));
+        break;
       case CombineMethod::dare_linear:
       case CombineMethod::dare_ties:
         pruned.push_back(random_prune(t, density, /*rescale=*/true, generator));
         break;
-      case CombineMethod::linear: pruned.push_back(t); break;
-      default: TORCH_INTERNAL_ASSERT(false, "not a task-arithmetic method");
+      case CombineMethod::linear:
+        pruned.push_back(t);
+        break;
+      default:
+        TORCH_INTERNAL_ASSERT(false, "not a task-arithmetic method");
     }
   }
   auto stacked = torch::stack(pruned);  // (n, ...)
@@ -140,17 +151,17 @@ torch::Tensor merge_task_tensors(CombineMethod method, const std::vector<torch::
 
 namespace {
 
-// Balanced rank-`rank` factors from an SVD dW = U diag(S) Vh: B = U_R S_R^(1/2), A = S_R^(1/2) Vh_R;
-// ranks beyond S's length get fresh-LoRA factors (A kaiming-uniform, B zero).
+// Balanced rank-`rank` factors from an SVD dW = U diag(S) Vh: B = U_R S_R^(1/2), A = S_R^(1/2)
+// Vh_R; ranks beyond S's length get fresh-LoRA factors (A kaiming-uniform, B zero).
 std::pair<torch::Tensor, torch::Tensor> factors_from_svd(const torch::Tensor& u,
                                                          const torch::Tensor& s,
                                                          const torch::Tensor& vh, int64_t rank,
                                                          torch::Generator& generator) {
   const int64_t out = u.size(0), in = vh.size(1);
   const int64_t kept = std::min<int64_t>(rank, s.size(0));
-  auto root = s.slice(0, 0, kept).sqrt();                                 // (kept)
-  auto out_b = torch::zeros({out, rank}, torch::kFloat32);                // (O, R)
-  auto out_a = torch::empty({rank, in}, torch::kFloat32);                 // (R, D)
+  auto root = s.slice(0, 0, kept).sqrt();                   // (kept)
+  auto out_b = torch::zeros({out, rank}, torch::kFloat32);  // (O, R)
+  auto out_a = torch::empty({rank, in}, torch::kFloat32);   // (R, D)
   out_b.slice(1, 0, kept).copy_(u.slice(1, 0, kept) * root.unsqueeze(0));
   out_a.slice(0, 0, kept).copy_(vh.slice(0, 0, kept) * root.unsqueeze(1));
   if (kept < rank) {
@@ -177,8 +188,8 @@ std::pair<torch::Tensor, torch::Tensor> low_rank_factors(const torch::Tensor& b,
 
 // Dense dW (O, D): the *_svd methods, whose pruning makes dW full-rank.
 static std::pair<torch::Tensor, torch::Tensor> dense_low_rank_factors(const torch::Tensor& delta,
-                                                               int64_t rank,
-                                                               torch::Generator& generator) {
+                                                                      int64_t rank,
+                                                                      torch::Generator& generator) {
   torch::NoGradGuard no_grad;
   auto [u, s, vh] = at::linalg_svd(delta.to(torch::kFloat64), /*full_matrices=*/false);
   return factors_from_svd(u, s, vh, rank, generator);
@@ -210,9 +221,10 @@ std::vector<PlainInput> load_plain_inputs(const std::vector<fs::path>& dirs, con
     in.shell = load_adapter_shell(dir);
     const auto moe = molora_adapters(in.shell.adapter);
     if (!moe.empty())
-      fail_usage("{}: '{}' has MoLoRA experts on {} projections (e.g. {}); {} works on plain-LoRA "
-                 "adapters (hint: `ming-merge convert --to peft` keeps only the LoRA part)",
-                 what, dir.string(), moe.size(), moe.front().first, what);
+      fail_usage(
+          "{}: '{}' has MoLoRA experts on {} projections (e.g. {}); {} works on plain-LoRA "
+          "adapters (hint: `ming-merge convert --to peft` keeps only the LoRA part)",
+          what, dir.string(), moe.size(), moe.front().first, what);
     for (auto& [path, lora] : lora_adapters(in.shell.adapter))
       in.parts[path] = LoraPart{lora->lora_A.detach(), lora->lora_B.detach(), lora->scaling()};
     inputs.push_back(std::move(in));
@@ -232,10 +244,11 @@ ShapeMap union_shapes(const std::vector<PlainInput>& inputs, const char* what) {
       if (fresh) {
         first_seen[path] = &in.dir;
       } else if (it->second != shape) {
-        fail_usage("{}: '{}' adapts '{}' as {} -> {} features, '{}' as {} -> {} (adapters for "
-                   "different base models?)",
-                   what, first_seen[path]->string(), path, it->second.in_features,
-                   it->second.out_features, in.dir.string(), shape.in_features, shape.out_features);
+        fail_usage(
+            "{}: '{}' adapts '{}' as {} -> {} features, '{}' as {} -> {} (adapters for "
+            "different base models?)",
+            what, first_seen[path]->string(), path, it->second.in_features, it->second.out_features,
+            in.dir.string(), shape.in_features, shape.out_features);
       }
     }
   return shapes;
@@ -286,8 +299,8 @@ void write_adapter(const fs::path& output, const ShapeMap& shapes, const Adapter
 }
 
 void copy_checked(torch::Tensor& dst, const torch::Tensor& src, const std::string& what) {
-  TORCH_INTERNAL_ASSERT(dst.sizes() == src.sizes(), what, ": [", dst.sizes(), "] vs [",
-                        src.sizes(), "]");
+  TORCH_INTERNAL_ASSERT(dst.sizes() == src.sizes(), what, ": [", dst.sizes(), "] vs [", src.sizes(),
+                        "]");
   dst.copy_(src);
 }
 
@@ -355,10 +368,10 @@ CombineReport combine(const CombineOptions& o) {
         }
         const int64_t r0 = ref->parts.at(path).rank(), r1 = it->second.rank();
         if (r0 != r1)
-          fail_usage("combine --method {} needs equal LoRA ranks: '{}' has r={} and '{}' has r={} "
-                     "(at {}); use --method cat or svd for adapters of different ranks",
-                     combine_method_name(method), ref->dir.string(), r0, in.dir.string(), r1,
-                     path);
+          fail_usage(
+              "combine --method {} needs equal LoRA ranks: '{}' has r={} and '{}' has r={} "
+              "(at {}); use --method cat or svd for adapters of different ranks",
+              combine_method_name(method), ref->dir.string(), r0, in.dir.string(), r1, path);
       }
     }
 
@@ -477,9 +490,10 @@ UpcycleReport upcycle(const UpcycleOptions& o) {
       }
   }
   if (shapes.empty())
-    fail_usage("upcycle: --targets [{}] match no projection the adapters adapt (they adapt e.g. "
-               "{})",
-               fmt::join(o.targets, ", "), all_shapes.begin()->first);
+    fail_usage(
+        "upcycle: --targets [{}] match no projection the adapters adapt (they adapt e.g. "
+        "{})",
+        fmt::join(o.targets, ", "), all_shapes.begin()->first);
 
   TargetGroup experts;
   experts.name = "mlp";
@@ -542,43 +556,45 @@ UpcycleReport upcycle(const UpcycleOptions& o) {
 
   auto generator = at::detail::createCPUGenerator(o.seed);
   int64_t n_fresh = 0;
-  write_adapter(
-      o.output, shapes, config, common_base_name(inputs), o.replace,
-      [&](const std::string& path, model::ProjectionAdapter& adapter) {
-        if (auto* lora = dynamic_cast<LoraAdapter*>(&adapter)) {
-          copy_checked(lora->lora_A, others.at(path).a, path + ".lora_A");
-          copy_checked(lora->lora_B, others.at(path).b, path + ".lora_B");
-          return;
-        }
-        auto& moe = dynamic_cast<MoloraAdapter&>(adapter);
-        const double bound = 1.0 / std::sqrt(double(moe.in_features()));
-        moe.lora_A.uniform_(-bound, bound, generator);  // fresh ranks; overwritten where used
-        moe.lora_B.zero_();
-        moe.router_weight.uniform_(-bound, bound, generator);
-        if (moe.router_bias.defined()) moe.router_bias.uniform_(-bound, bound, generator);
-        for (int64_t e = 0; e < n; ++e) {
-          auto it = inputs[e].parts.find(path);
-          if (it == inputs[e].parts.end()) {
-            ++n_fresh;
-            continue;
-          }
-          const LoraPart& p = it->second;
-          const int64_t r = p.rank();
-          moe.lora_A[e].slice(0, 0, r).copy_(p.a);
-          moe.lora_B[e].slice(1, 0, r).copy_(p.b * (p.scaling / moe.scaling()));
-        }
-      });
+  write_adapter(o.output, shapes, config, common_base_name(inputs), o.replace,
+                [&](const std::string& path, model::ProjectionAdapter& adapter) {
+                  if (auto* lora = dynamic_cast<LoraAdapter*>(&adapter)) {
+                    copy_checked(lora->lora_A, others.at(path).a, path + ".lora_A");
+                    copy_checked(lora->lora_B, others.at(path).b, path + ".lora_B");
+                    return;
+                  }
+                  auto& moe = dynamic_cast<MoloraAdapter&>(adapter);
+                  const double bound = 1.0 / std::sqrt(double(moe.in_features()));
+                  moe.lora_A.uniform_(-bound, bound,
+                                      generator);  // fresh ranks; overwritten where used
+                  moe.lora_B.zero_();
+                  moe.router_weight.uniform_(-bound, bound, generator);
+                  if (moe.router_bias.defined()) moe.router_bias.uniform_(-bound, bound, generator);
+                  for (int64_t e = 0; e < n; ++e) {
+                    auto it = inputs[e].parts.find(path);
+                    if (it == inputs[e].parts.end()) {
+                      ++n_fresh;
+                      continue;
+                    }
+                    const LoraPart& p = it->second;
+                    const int64_t r = p.rank();
+                    moe.lora_A[e].slice(0, 0, r).copy_(p.a);
+                    moe.lora_B[e].slice(1, 0, r).copy_(p.b * (p.scaling / moe.scaling()));
+                  }
+                });
 
   UpcycleReport report;
   report.rank = rank;
   report.n_lora = int64_t(others.size());
   report.n_molora = int64_t(shapes.size()) - report.n_lora;
   if (n_fresh > 0)
-    log::info("upcycle: {} (projection, adapter) pairs had no LoRA and start as fresh no-op experts",
-              n_fresh);
-  log::info("upcycle: {} adapters -> '{}': {} MoLoRA projections ({} experts, top-{}, r {}), {} "
-            "plain LoRA projections ({})",
-            n, o.output.string(), report.n_molora, n, o.top_k, rank, report.n_lora, o.others);
+    log::info(
+        "upcycle: {} (projection, adapter) pairs had no LoRA and start as fresh no-op experts",
+        n_fresh);
+  log::info(
+      "upcycle: {} adapters -> '{}': {} MoLoRA projections ({} experts, top-{}, r {}), {} "
+      "plain LoRA projections ({})",
+      n, o.output.string(), report.n_molora, n, o.top_k, rank, report.n_lora, o.others);
   return report;
 }
 

@@ -22,10 +22,6 @@ using Json = nlohmann::json;
 
 namespace {
 
-const char* measure_field(UsageMeasure m) {
-  return m == UsageMeasure::mean_gate ? "mean_gate" : "topk_share";
-}
-
 std::vector<double> number_list(const Json& j, const std::string& where) {
   if (!j.is_array()) fail_usage("{}: expected a list of numbers, got {}", where, j.type_name());
   std::vector<double> out;
@@ -40,9 +36,36 @@ std::vector<double> number_list(const Json& j, const std::string& where) {
   return out;
 }
 
+// One layer of ming-route-stats' route_stats.json.
+std::vector<double> layer_usage(const Json& layer, UsageMeasure measure, const std::string& where) {
+  try {
+    const int64_t n_experts = layer.at("experts").get<int64_t>();
+    const int64_t top_k = layer.at("top_k").get<int64_t>();
+    const Json& experts = layer.at("expert_stats");
+    if (!experts.is_array() || int64_t(experts.size()) != n_experts)
+      fail_usage("{}: expert_stats must list {} experts", where, n_experts);
+    std::vector<double> out(n_experts, 0.0);
+    for (const auto& e : experts) {
+      const int64_t id = e.at("expert").get<int64_t>();
+      if (id < 0 || id >= n_experts) fail_usage("{}: expert id {} out of range", where, id);
+      const double share = e.at("topk_share").get<double>();
+      // E[g_e] = P(e chosen) * E[g_e | chosen] = k * topk_share * mean_gate (mean_gate is the
+      // mean over e's own assignments); these sum to 1 because every token's gates do.
+      out[id] = measure == UsageMeasure::topk_share
+                    ? share
+                    : double(top_k) * share * e.at("mean_gate").get<double>();
+      if (!std::isfinite(out[id]) || out[id] < 0)
+        fail_usage("{}: expert {} has usage {}", where, id, out[id]);
+    }
+    return out;
+  } catch (const Json::exception& e) {
+    fail_usage("{}: not a ming-route-stats layer record: {}", where, e.what());
+  }
+}
+
 }  // namespace
 
-RouteUsage read_route_usage(const fs::path& path, UsageMeasure preferred) {
+RouteUsage read_route_usage(const fs::path& path, UsageMeasure measure) {
   if (path.empty()) fail_usage("routing statistics needed: pass --route-stats FILE");
   if (!fs::is_regular_file(path))
     fail_usage("route stats file '{}' does not exist (write it with ming-route-stats)",
@@ -50,51 +73,21 @@ RouteUsage read_route_usage(const fs::path& path, UsageMeasure preferred) {
   const Json j = io::read_json(path);
   const std::string file = path.string();
   if (!j.is_object())
-    fail_usage("'{}': expected a JSON object (ming-route-stats' route_stats.json or "
-               "{{\"module path\": [p_0, ...]}})",
-               file);
+    fail_usage(
+        "'{}': expected a JSON object (ming-route-stats' route_stats.json or "
+        "{{\"module path\": [p_0, ...]}})",
+        file);
   RouteUsage usage;
-  const UsageMeasure other =
-      preferred == UsageMeasure::mean_gate ? UsageMeasure::topk_share : UsageMeasure::mean_gate;
-
-  // One layer record of ming-route-stats: read the preferred measure, else the other.
-  auto read_record = [&](const std::string& name, const Json& rec, const std::string& where) {
-    if (!rec.is_object()) fail_usage("{}: expected an object, got {}", where, rec.type_name());
-    for (UsageMeasure m : {preferred, other}) {
-      const char* field = measure_field(m);
-      if (!rec.contains(field)) continue;
-      if (usage.field.empty()) usage.field = field;
-      if (usage.field != field)
-        fail_usage("{}: has '{}' but earlier layers gave '{}'", where, field, usage.field);
-      usage.layers[name] = number_list(rec[field], where + "." + field);
-      return;
-    }
-    std::vector<std::string> keys;
-    for (const auto& it : rec.items()) keys.push_back(it.key());
-    fail_usage("{}: neither '{}' nor '{}' present (keys: {})", where, measure_field(preferred),
-               measure_field(other), fmt::join(keys, ", "));
-  };
-
-  if (j.contains("layers")) {
+  if (j.contains("format") && j["format"] == "ming-route-stats") {
+    usage.field = measure == UsageMeasure::topk_share ? "topk_share" : "expected gate";
+    if (!j.contains("layers") || !j["layers"].is_array())
+      fail_usage("'{}': ming-route-stats file without a \"layers\" list", file);
     const Json& layers = j["layers"];
-    if (layers.is_array()) {
-      for (size_t i = 0; i < layers.size(); ++i) {
-        const std::string where = fmt::format("'{}': layers[{}]", file, i);
-        const Json& rec = layers[i];
-        std::string name;
-        for (const char* key : {"name", "layer", "module"})
-          if (rec.is_object() && rec.contains(key) && rec[key].is_string()) {
-            name = rec[key].get<std::string>();
-            break;
-          }
-        if (name.empty()) fail_usage("{}: no \"name\" (the layer's module path)", where);
-        read_record(name, rec, where);
-      }
-    } else if (layers.is_object()) {
-      for (const auto& [name, rec] : layers.items())
-        read_record(name, rec, fmt::format("'{}': layers.{}", file, name));
-    } else {
-      fail_usage("'{}': \"layers\" must be a list or an object", file);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const std::string where = fmt::format("'{}': layers[{}]", file, i);
+      if (!layers[i].is_object() || !layers[i].contains("name") || !layers[i]["name"].is_string())
+        fail_usage("{}: no \"name\" (the layer's module path)", where);
+      usage.layers[layers[i]["name"].get<std::string>()] = layer_usage(layers[i], measure, where);
     }
   } else {
     usage.field = "values";
@@ -127,7 +120,9 @@ torch::Tensor molora_dense_delta(const MoloraAdapter& adapter, const std::vector
   const int64_t r = adapter.lora_A.size(1);
   auto weights = torch::tensor(p, torch::kFloat64).to(torch::kFloat32).view({n_experts, 1, 1});
   // sum_e p_e B_e A_e as one GEMM: [p_0 B_0 | ... | p_E-1 B_E-1] (O, E*r) @ [A_0; ...] (E*r, D).
-  auto b = (adapter.lora_B * weights).permute({1, 0, 2}).reshape({adapter.out_features(), n_experts * r});
+  auto b = (adapter.lora_B * weights)
+               .permute({1, 0, 2})
+               .reshape({adapter.out_features(), n_experts * r});
   auto a = adapter.lora_A.reshape({n_experts * r, adapter.in_features()});
   auto delta = torch::mm(b, a);
   if (adapter.shared_A.defined()) delta.add_(torch::mm(adapter.shared_B, adapter.shared_A));
@@ -146,17 +141,21 @@ namespace {
 
 std::string torch_dtype_name(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kHalf: return "float16";
-    case torch::kFloat32: return "float32";
-    default: fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kHalf:
+      return "float16";
+    case torch::kFloat32:
+      return "float32";
+    default:
+      fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
   }
 }
 
 std::vector<data::EncodedExample> encode_eval_data(const model::LoadedModel& loaded,
                                                    const MergeOptions& o) {
-  auto read = data::read_examples(o.eval_data, data::DataFormat::auto_detect,
-                                  data::BadExamplePolicy::stop);
+  auto read =
+      data::read_examples(o.eval_data, data::DataFormat::auto_detect, data::BadExamplePolicy::stop);
   const auto& tok = *loaded.tokenizer;
   data::EncodeOptions enc;
   enc.chat_template = loaded.chat_template;
@@ -185,14 +184,14 @@ std::pair<double, int64_t> total_nll(model::CausalLM& model,
   for (const auto& e : examples) {
     const int64_t t = int64_t(e.input_ids.size());
     if (t < 2) continue;
-    auto ids = torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()),
-                             torch::kInt64)
-                   .view({1, t})
-                   .to(model->device());
-    auto labels = torch::tensor(std::vector<int64_t>(e.labels.begin(), e.labels.end()),
-                                torch::kInt64);
+    auto ids =
+        torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()), torch::kInt64)
+            .view({1, t})
+            .to(model->device());
+    auto labels =
+        torch::tensor(std::vector<int64_t>(e.labels.begin(), e.labels.end()), torch::kInt64);
     auto logits = model->forward(ids).squeeze(0).to(torch::kCPU, torch::kFloat32);  // (T, V)
-    auto target = labels.slice(0, 1);                                                // (T-1)
+    auto target = labels.slice(0, 1);                                               // (T-1)
     auto keep = target.ne(data::kIgnoreIndex);
     if (keep.sum().item<int64_t>() == 0) continue;
     auto logp = torch::log_softmax(logits.slice(0, 0, t - 1), -1);  // (T-1, V)
@@ -213,7 +212,7 @@ MergeReport merge(const MergeOptions& o) {
     fail_usage("--eval-data '{}' does not exist", o.eval_data.string());
   std::optional<RouteUsage> usage;
   if (o.experts_to_dense == ExpertsToDense::usage)
-    usage = read_route_usage(o.route_stats, UsageMeasure::mean_gate);
+    usage = read_route_usage(o.route_stats, UsageMeasure::expected_gate);
   else if (!o.route_stats.empty())
     log::warn("--route-stats is only used with --experts-to-dense usage; ignoring '{}'",
               o.route_stats.string());
@@ -316,16 +315,18 @@ MergeReport merge(const MergeOptions& o) {
                 : std::string(),
             o.output.string(), torch_dtype_name(out_dtype));
   if (report.experts_adapter)
-    log::warn("merge: the {} MoLoRA projections cannot be folded exactly and were kept as an "
-              "adapter in '{}'; run with --model {} --adapter {} (or pass --experts-to-dense "
-              "usage|uniform to fold an approximation)",
-              report.n_molora_kept, report.experts_adapter->string(), o.output.string(),
-              report.experts_adapter->string());
+    log::warn(
+        "merge: the {} MoLoRA projections cannot be folded exactly and were kept as an "
+        "adapter in '{}'; run with --model {} --adapter {} (or pass --experts-to-dense "
+        "usage|uniform to fold an approximation)",
+        report.n_molora_kept, report.experts_adapter->string(), o.output.string(),
+        report.experts_adapter->string());
   if (report.ppl_adapter)
-    log::info("merge: perplexity on {} tokens of '{}': base+adapter {:.4f}, merged {:.4f} "
-              "({:+.2f}%)",
-              report.eval_tokens, o.eval_data.string(), *report.ppl_adapter, *report.ppl_merged,
-              100.0 * (*report.ppl_merged / *report.ppl_adapter - 1.0));
+    log::info(
+        "merge: perplexity on {} tokens of '{}': base+adapter {:.4f}, merged {:.4f} "
+        "({:+.2f}%)",
+        report.eval_tokens, o.eval_data.string(), *report.ppl_adapter, *report.ppl_merged,
+        100.0 * (*report.ppl_merged / *report.ppl_adapter - 1.0));
   return report;
 }
 

@@ -48,7 +48,7 @@ std::string adapter_tensor_module(const std::string& key) {
     k = k.substr(17);
   else if (k.rfind("model.model.", 0) == 0)  // MING strips "base_model." in places
     k = k.substr(6);
-  static const char* markers[] = {".lora_A",  ".lora_B",        ".experts.",      ".router.",
+  static const char* markers[] = {".lora_A",  ".lora_B",         ".experts.",      ".router.",
                                   ".switch.", ".shared_expert.", ".share_experts."};
   size_t cut = std::string::npos;
   for (const char* m : markers) cut = std::min(cut, k.find(m));
@@ -109,9 +109,10 @@ ShapeMap adapter_projection_shapes(const fs::path& dir) {
     fail_usage("'{}': no adapter tensors ({} missing or empty)", dir.string(), kAdapterWeightsFile);
   for (const auto& [module, s] : shapes)
     if (s.in_features <= 0 || s.out_features <= 0)
-      fail_usage("'{}': the tensors of '{}' do not give both its input and output sizes "
-                 "(lora_A and lora_B expected)",
-                 dir.string(), module);
+      fail_usage(
+          "'{}': the tensors of '{}' do not give both its input and output sizes "
+          "(lora_A and lora_B expected)",
+          dir.string(), module);
   return shapes;
 }
 
@@ -197,9 +198,10 @@ ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
   const auto moe = molora_adapters(shell.adapter);
   report.n_molora_dropped = int64_t(moe.size());
   if (!moe.empty()) {
-    log::warn("convert --to peft: dropping the MoLoRA experts and routers of {} projections "
-              "(e.g. {}); PEFT cannot represent them. Use `ming-merge merge` to keep them.",
-              moe.size(), moe.front().first);
+    log::warn(
+        "convert --to peft: dropping the MoLoRA experts and routers of {} projections "
+        "(e.g. {}); PEFT cannot represent them. Use `ming-merge merge` to keep them.",
+        moe.size(), moe.front().first);
     for (auto& item : shell.module->named_modules("", true))
       if (auto* p = dynamic_cast<model::ProjectionImpl*>(item.value().get()))
         if (std::dynamic_pointer_cast<MoloraAdapter>(p->adapter())) p->set_adapter(nullptr);
@@ -226,9 +228,10 @@ ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
       merged.use_rslora = false;
     }
     if (g.dropout != first->dropout)
-      log::warn("convert --to peft: group '{}' has lora_dropout {}, written as {} (PEFT keeps one; "
-                "dropout only matters in training)",
-                g.name, g.dropout, first->dropout);
+      log::warn(
+          "convert --to peft: group '{}' has lora_dropout {}, written as {} (PEFT keeps one; "
+          "dropout only matters in training)",
+          g.name, g.dropout, first->dropout);
     for (const auto& t : g.targets)
       if (std::find(merged.targets.begin(), merged.targets.end(), t) == merged.targets.end())
         merged.targets.push_back(t);

@@ -13,9 +13,10 @@ namespace ming::adapt {
 PruneReport prune_experts(const PruneOptions& o) {
   if (o.output.empty()) fail_usage("prune: no output folder (-o)");
   if (!(o.threshold >= 0 && o.threshold < 1))
-    fail_usage("prune: --threshold must be in [0, 1) (usage shares sum to 1 per layer; uniform "
-               "use is 1/E), got {}",
-               o.threshold);
+    fail_usage(
+        "prune: --threshold must be in [0, 1) (usage shares sum to 1 per layer; uniform "
+        "use is 1/E), got {}",
+        o.threshold);
   const RouteUsage usage = read_route_usage(o.route_stats, o.measure);
   LoadAdapterOptions load;
   load.ming_moe_top_k = o.ming_moe_top_k;
@@ -38,9 +39,10 @@ PruneReport prune_experts(const PruneOptions& o) {
   for (const auto& [path, moe] : moes) {
     const auto it = usage.layers.find(path);
     if (it == usage.layers.end())
-      fail_usage("prune: '{}' has no usage for '{}' (it lists {} layers, e.g. '{}'; route stats "
-                 "of another adapter?)",
-                 o.route_stats.string(), path, usage.layers.size(), usage.layers.begin()->first);
+      fail_usage(
+          "prune: '{}' has no usage for '{}' (it lists {} layers, e.g. '{}'; route stats "
+          "of another adapter?)",
+          o.route_stats.string(), path, usage.layers.size(), usage.layers.begin()->first);
     const auto& u = it->second;
     const MoloraOptions& mo = moe->options();
     if (int64_t(u.size()) != mo.experts)
@@ -53,9 +55,10 @@ PruneReport prune_experts(const PruneOptions& o) {
     for (int64_t e = 0; e < mo.experts; ++e)
       if (u[e] >= o.threshold) pp.kept.push_back(e);
     if (pp.kept.empty())
-      fail_usage("prune: --threshold {} would drop all {} experts of '{}' (its largest {} is "
-                 "{:.4g}); lower the threshold",
-                 o.threshold, mo.experts, path, usage.field, *std::max_element(u.begin(), u.end()));
+      fail_usage(
+          "prune: --threshold {} would drop all {} experts of '{}' (its largest {} is "
+          "{:.4g}); lower the threshold",
+          o.threshold, mo.experts, path, usage.field, *std::max_element(u.begin(), u.end()));
     const int64_t n_kept = int64_t(pp.kept.size());
     pp.top_k_after = std::min(mo.top_k, n_kept);
     report.n_dropped += mo.experts - n_kept;
@@ -131,7 +134,8 @@ PruneReport prune_experts(const PruneOptions& o) {
             a = torch::cat({a, src_moe->shared_A}, 0);
             b = torch::cat({b, src_moe->shared_B}, 1);
           }
-          TORCH_INTERNAL_ASSERT(dst->lora_A.sizes() == a.sizes() && dst->lora_B.sizes() == b.sizes());
+          TORCH_INTERNAL_ASSERT(dst->lora_A.sizes() == a.sizes() &&
+                                dst->lora_B.sizes() == b.sizes());
           dst->lora_A.copy_(a);
           dst->lora_B.copy_(b);
         }
@@ -154,13 +158,14 @@ PruneReport prune_experts(const PruneOptions& o) {
   }
   save_adapter(o.output, *out, config, shell.adapter.base_model_name_or_path, o.replace);
 
-  log::info("prune: dropped {} of {} experts ({} < {}) -> '{}'", report.n_dropped,
-            [&] {
-              int64_t n = 0;
-              for (const auto& pp : report.projections) n += pp.experts_before;
-              return n;
-            }(),
-            usage.field, o.threshold, o.output.string());
+  log::info(
+      "prune: dropped {} of {} experts ({} < {}) -> '{}'", report.n_dropped,
+      [&] {
+        int64_t n = 0;
+        for (const auto& pp : report.projections) n += pp.experts_before;
+        return n;
+      }(),
+      usage.field, o.threshold, o.output.string());
   return report;
 }
 

@@ -51,8 +51,9 @@ std::vector<int64_t> ChatSession::prompt_ids(const std::string& message) const {
     if (auto bos = tok.bos_id()) ids.push_back(*bos);
     for (auto id : tok.encode(message, /*add_bos=*/false)) ids.push_back(id);
     if (ids.empty())
-      fail_usage("empty prompt with the raw template, and the tokenizer has no BOS token to "
-                 "start from");
+      fail_usage(
+          "empty prompt with the raw template, and the tokenizer has no BOS token to "
+          "start from");
     return ids;
   }
   std::vector<text::ChatMessage> messages;
@@ -62,7 +63,8 @@ std::vector<int64_t> ChatSession::prompt_ids(const std::string& message) const {
   text::RenderOptions ro;
   ro.add_generation_prompt = true;
   for (const auto& seg : text::render_chat(options_.template_kind, messages, ro))
-    for (auto id : tok.encode(seg.text, /*add_bos=*/false, /*parse_special=*/true)) ids.push_back(id);
+    for (auto id : tok.encode(seg.text, /*add_bos=*/false, /*parse_special=*/true))
+      ids.push_back(id);
   return ids;
 }
 
@@ -72,8 +74,8 @@ std::string ChatSession::reply(const std::string& message,
   auto ids = prompt_ids(message);
   const int64_t limit = model_.config.max_position_embeddings;
   if (static_cast<int64_t>(ids.size()) + options_.generation.max_new_tokens > limit)
-    log::warn("prompt ({} tokens) + max_new_tokens ({}) exceed the model's {} positions", ids.size(),
-              options_.generation.max_new_tokens, limit);
+    log::warn("prompt ({} tokens) + max_new_tokens ({}) exceed the model's {} positions",
+              ids.size(), options_.generation.max_new_tokens, limit);
   StreamCallback cb;
   if (stream) cb = [&](size_t, const std::string& delta) { stream(delta); };
   auto out = generate(model_.model, *model_.tokenizer, {ids}, options_.generation, cb);

@@ -22,8 +22,11 @@ size_t stable_prefix_length(const std::string& text, const std::vector<std::stri
     size_t j = n - 1;
     while (j > 0 && (static_cast<unsigned char>(text[j]) & 0xC0) == 0x80 && n - j < 4) --j;
     const auto lead = static_cast<unsigned char>(text[j]);
-    const size_t need = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
-                                                               : (lead >> 3) == 0x1E ? 4 : 1;
+    const size_t need = lead < 0x80           ? 1
+                        : (lead >> 5) == 0x6  ? 2
+                        : (lead >> 4) == 0xE  ? 3
+                        : (lead >> 3) == 0x1E ? 4
+                                              : 1;
     if (n - j < need) n = j;
   }
   // Decoders may render an incomplete byte sequence as U+FFFD; the next token can complete it.
@@ -202,8 +205,11 @@ std::vector<ScoreResult> score(model::CausalLM& model, const std::vector<ScoreRe
   std::vector<ScoreResult> results(requests.size());
   std::vector<size_t> order(requests.size());
   std::iota(order.begin(), order.end(), 0);
-  auto total = [&](size_t i) { return requests[i].context.size() + requests[i].continuation.size(); };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return total(a) > total(b); });
+  auto total = [&](size_t i) {
+    return requests[i].context.size() + requests[i].continuation.size();
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return total(a) > total(b); });
 
   const auto device = model->device();
   const int64_t bs = std::max<int64_t>(1, o.batch_size);
@@ -217,9 +223,10 @@ std::vector<ScoreResult> score(model::CausalLM& model, const std::vector<ScoreRe
       if (r.context.empty() || r.continuation.empty())
         fail_usage("score: request {} needs a non-empty context and continuation", order[k]);
       if (static_cast<int64_t>(r.continuation.size()) > max_len)
-        fail_usage("score: request {} has a continuation of {} tokens, longer than the maximum "
-                   "length {}",
-                   order[k], r.continuation.size(), max_len);
+        fail_usage(
+            "score: request {} has a continuation of {} tokens, longer than the maximum "
+            "length {}",
+            order[k], r.continuation.size(), max_len);
       std::vector<int64_t> full(r.context);
       full.insert(full.end(), r.continuation.begin(), r.continuation.end());
       for (auto id : full)

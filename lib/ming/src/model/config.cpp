@@ -26,14 +26,16 @@ int64_t required_int(const Json& j, const char* key, const std::string& where) {
 double num_key(const Json& j, const char* key, double fallback, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) fail_usage("'{}': key '{}' must be a number, got {}", where, key, it->dump());
+  if (!it->is_number())
+    fail_usage("'{}': key '{}' must be a number, got {}", where, key, it->dump());
   return it->get<double>();
 }
 
 bool bool_key(const Json& j, const char* key, bool fallback, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) fail_usage("'{}': key '{}' must be true or false, got {}", where, key, it->dump());
+  if (!it->is_boolean())
+    fail_usage("'{}': key '{}' must be true or false, got {}", where, key, it->dump());
   return it->get<bool>();
 }
 
@@ -45,32 +47,37 @@ std::string architecture_of(const std::string& model_type) {
 
 }  // namespace
 
-std::string ModelConfig::architecture() const { return architecture_of(model_type); }
+std::string ModelConfig::architecture() const {
+  return architecture_of(model_type);
+}
 
 ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
   if (!j.is_object()) fail_usage("'{}': expected a JSON object", where);
   ModelConfig c;
 
   // The architecture: model_type decides; `architectures`, when present, must agree.
-  static const std::map<std::string, std::string> arch_to_type = {
-      {"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"}, {"Qwen2ForCausalLM", "qwen2"}};
+  static const std::map<std::string, std::string> arch_to_type = {{"LlamaForCausalLM", "llama"},
+                                                                  {"MistralForCausalLM", "mistral"},
+                                                                  {"Qwen2ForCausalLM", "qwen2"}};
   std::string arch_type;
   if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty()) {
     const std::string arch = (*it)[0].is_string() ? (*it)[0].get<std::string>() : it->dump();
     auto found = arch_to_type.find(arch);
     if (found == arch_to_type.end())
-      fail_usage("'{}': key 'architectures' names '{}', which ming does not support (supported: "
-                 "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
-                 where, arch);
+      fail_usage(
+          "'{}': key 'architectures' names '{}', which ming does not support (supported: "
+          "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+          where, arch);
     arch_type = found->second;
   }
   if (auto it = j.find("model_type"); it != j.end()) {
     if (!it->is_string()) fail_usage("'{}': key 'model_type' must be a string", where);
     c.model_type = it->get<std::string>();
     if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2")
-      fail_usage("'{}': key 'model_type' is '{}', which ming does not support (supported: llama, "
-                 "mistral, qwen2)",
-                 where, c.model_type);
+      fail_usage(
+          "'{}': key 'model_type' is '{}', which ming does not support (supported: llama, "
+          "mistral, qwen2)",
+          where, c.model_type);
     if (!arch_type.empty() && arch_type != c.model_type)
       fail_usage("'{}': key 'model_type' is '{}' but 'architectures' says {}", where, c.model_type,
                  j["architectures"][0].dump());
@@ -92,8 +99,11 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
   c.head_dim = int_key(j, "head_dim", 0, where);
   c.rms_norm_eps = num_key(j, "rms_norm_eps", 1e-6, where);
   c.rope_theta = num_key(j, "rope_theta", 10000.0, where);
-  c.max_position_embeddings =
-      int_key(j, "max_position_embeddings", qwen2 ? 32768 : mistral ? 131072 : 2048, where);
+  c.max_position_embeddings = int_key(j, "max_position_embeddings",
+                                      qwen2     ? 32768
+                                      : mistral ? 131072
+                                                : 2048,
+                                      where);
   c.tie_word_embeddings = bool_key(j, "tie_word_embeddings", false, where);
   if (qwen2) {
     c.qkv_bias = true;  // Qwen2Attention always has q/k/v biases, o_proj none
@@ -110,9 +120,10 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
     fail_usage("'{}': num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                where, c.num_attention_heads, c.num_key_value_heads);
   if (c.head_dim == 0 && c.hidden_size % c.num_attention_heads != 0)
-    fail_usage("'{}': hidden_size ({}) is not a multiple of num_attention_heads ({}) and no "
-               "head_dim is given",
-               where, c.hidden_size, c.num_attention_heads);
+    fail_usage(
+        "'{}': hidden_size ({}) is not a multiple of num_attention_heads ({}) and no "
+        "head_dim is given",
+        where, c.hidden_size, c.num_attention_heads);
   if (c.head_size() % 2 != 0)
     fail_usage("'{}': the head width {} must be even for rotary embeddings", where, c.head_size());
   if (c.rms_norm_eps <= 0) fail_usage("'{}': key 'rms_norm_eps' must be positive", where);
@@ -133,7 +144,8 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
     if (type == "llama3") {
       RopeScaling s;
       s.factor = num_key(*it, "factor", s.factor, where + " rope_scaling");
-      s.low_freq_factor = num_key(*it, "low_freq_factor", s.low_freq_factor, where + " rope_scaling");
+      s.low_freq_factor =
+          num_key(*it, "low_freq_factor", s.low_freq_factor, where + " rope_scaling");
       s.high_freq_factor =
           num_key(*it, "high_freq_factor", s.high_freq_factor, where + " rope_scaling");
       s.original_max_position_embeddings =
@@ -154,9 +166,10 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
     if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null())
       c.sliding_window = int_key(j, "sliding_window", 0, where);
   } else if (qwen2 && bool_key(j, "use_sliding_window", false, where)) {
-    fail_usage("'{}': key 'use_sliding_window' is true; ming supports Qwen2 only without sliding "
-               "window attention",
-               where);
+    fail_usage(
+        "'{}': key 'use_sliding_window' is true; ming supports Qwen2 only without sliding "
+        "window attention",
+        where);
   }
   if (c.sliding_window && *c.sliding_window <= 0)
     fail_usage("'{}': key 'sliding_window' must be positive", where);
@@ -183,7 +196,8 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
 
 ModelConfig ModelConfig::load(const fs::path& path) {
   const fs::path file = fs::is_directory(path) ? path / "config.json" : path;
-  if (!fs::exists(file)) fail_usage("'{}': no config.json (is this a model folder?)", file.string());
+  if (!fs::exists(file))
+    fail_usage("'{}': no config.json (is this a model folder?)", file.string());
   return from_json(io::read_json(file), file.string());
 }
 
@@ -202,12 +216,12 @@ Json ModelConfig::to_json() const {
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
   if (rope_scaling) {
-    j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
-                         {"factor", rope_scaling->factor},
-                         {"low_freq_factor", rope_scaling->low_freq_factor},
-                         {"high_freq_factor", rope_scaling->high_freq_factor},
-                         {"original_max_position_embeddings",
-                          rope_scaling->original_max_position_embeddings}};
+    j["rope_scaling"] = {
+        {"rope_type", rope_scaling->rope_type},
+        {"factor", rope_scaling->factor},
+        {"low_freq_factor", rope_scaling->low_freq_factor},
+        {"high_freq_factor", rope_scaling->high_freq_factor},
+        {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
   } else {
     j["rope_scaling"] = nullptr;
   }
@@ -224,8 +238,10 @@ Json ModelConfig::to_json() const {
   j["initializer_range"] = 0.02;
   j["use_cache"] = true;
   if (bos_token_id) j["bos_token_id"] = *bos_token_id;
-  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
-  else if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
+  if (eos_token_ids.size() == 1)
+    j["eos_token_id"] = eos_token_ids[0];
+  else if (!eos_token_ids.empty())
+    j["eos_token_id"] = eos_token_ids;
   j["torch_dtype"] = torch_dtype;
   return j;
 }

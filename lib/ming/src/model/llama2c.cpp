@@ -32,21 +32,23 @@ Llama2cCheckpoint read_llama2c(const fs::path& path) {
   if (file_size < sizeof(header) || std::fread(header, sizeof(header), 1, f) != 1)
     fail_usage("'{}': too short for a llama2.c checkpoint header (28 bytes)", where);
   if (static_cast<uint32_t>(header[0]) == 0x616b3432u)
-    fail_usage("'{}': this is a llama2.c 'ak42' export (version >= 1); ming imports the legacy "
-               "(version 0) format written by export.py --version 0",
-               where);
+    fail_usage(
+        "'{}': this is a llama2.c 'ak42' export (version >= 1); ming imports the legacy "
+        "(version 0) format written by export.py --version 0",
+        where);
   const int64_t dim = header[0], hidden = header[1], n_layers = header[2], n_heads = header[3],
                 n_kv = header[4], seq_len = header[6];
   const bool shared = header[5] > 0;
   const int64_t vocab = header[5] < 0 ? -static_cast<int64_t>(header[5]) : header[5];
-  const bool sane = dim > 0 && hidden > 0 && n_layers > 0 && n_heads > 0 && n_kv > 0 &&
-                    vocab > 0 && seq_len > 0 && dim % n_heads == 0 && n_heads % n_kv == 0 &&
+  const bool sane = dim > 0 && hidden > 0 && n_layers > 0 && n_heads > 0 && n_kv > 0 && vocab > 0 &&
+                    seq_len > 0 && dim % n_heads == 0 && n_heads % n_kv == 0 &&
                     (dim / n_heads) % 2 == 0 && dim < (1 << 20) && hidden < (1 << 22) &&
                     n_layers < 4096 && vocab < (1 << 24) && seq_len < (1 << 24);
   if (!sane)
-    fail_usage("'{}': implausible llama2.c header (dim {}, hidden_dim {}, n_layers {}, n_heads {}, "
-               "n_kv_heads {}, vocab_size {}, seq_len {})",
-               where, dim, hidden, n_layers, n_heads, n_kv, header[5], seq_len);
+    fail_usage(
+        "'{}': implausible llama2.c header (dim {}, hidden_dim {}, n_layers {}, n_heads {}, "
+        "n_kv_heads {}, vocab_size {}, seq_len {})",
+        where, dim, hidden, n_layers, n_heads, n_kv, header[5], seq_len);
   const int64_t hd = dim / n_heads, q = n_heads * hd, kv = n_kv * hd;
 
   // Sizes of the arrays in file order.
@@ -54,14 +56,19 @@ Llama2cCheckpoint read_llama2c(const fs::path& path) {
     const char* name;
     std::vector<int64_t> shape;
   };
-  std::vector<Part> parts = {
-      {"token_embedding", {vocab, dim}}, {"rms_att", {n_layers, dim}},
-      {"wq", {n_layers, q, dim}},        {"wk", {n_layers, kv, dim}},
-      {"wv", {n_layers, kv, dim}},       {"wo", {n_layers, dim, q}},
-      {"rms_ffn", {n_layers, dim}},      {"w1", {n_layers, hidden, dim}},
-      {"w2", {n_layers, dim, hidden}},   {"w3", {n_layers, hidden, dim}},
-      {"rms_final", {dim}},              {"freq_cis_real", {seq_len, hd / 2}},
-      {"freq_cis_imag", {seq_len, hd / 2}}};
+  std::vector<Part> parts = {{"token_embedding", {vocab, dim}},
+                             {"rms_att", {n_layers, dim}},
+                             {"wq", {n_layers, q, dim}},
+                             {"wk", {n_layers, kv, dim}},
+                             {"wv", {n_layers, kv, dim}},
+                             {"wo", {n_layers, dim, q}},
+                             {"rms_ffn", {n_layers, dim}},
+                             {"w1", {n_layers, hidden, dim}},
+                             {"w2", {n_layers, dim, hidden}},
+                             {"w3", {n_layers, hidden, dim}},
+                             {"rms_final", {dim}},
+                             {"freq_cis_real", {seq_len, hd / 2}},
+                             {"freq_cis_imag", {seq_len, hd / 2}}};
   if (!shared) parts.push_back({"wcls", {vocab, dim}});
   uint64_t floats = 0;
   for (const auto& p : parts) {
@@ -71,14 +78,16 @@ Llama2cCheckpoint read_llama2c(const fs::path& path) {
   }
   const uint64_t expected = sizeof(header) + floats * sizeof(float);
   if (file_size != expected)
-    fail_usage("'{}': {} bytes, but its header (dim {}, hidden_dim {}, n_layers {}, n_heads {}, "
-               "n_kv_heads {}, vocab_size {}, seq_len {}) implies {} bytes",
-               where, file_size, dim, hidden, n_layers, n_heads, n_kv, header[5], seq_len, expected);
+    fail_usage(
+        "'{}': {} bytes, but its header (dim {}, hidden_dim {}, n_layers {}, n_heads {}, "
+        "n_kv_heads {}, vocab_size {}, seq_len {}) implies {} bytes",
+        where, file_size, dim, hidden, n_layers, n_heads, n_kv, header[5], seq_len, expected);
 
   std::map<std::string, torch::Tensor> w;
   for (const auto& p : parts) {
     auto t = torch::empty(p.shape, torch::kFloat32);
-    if (std::fread(t.data_ptr<float>(), sizeof(float), t.numel(), f) != static_cast<size_t>(t.numel()))
+    if (std::fread(t.data_ptr<float>(), sizeof(float), t.numel(), f) !=
+        static_cast<size_t>(t.numel()))
       fail("'{}': read error in array {}", where, p.name);
     w[p.name] = t;
   }

@@ -26,10 +26,14 @@ torch::ScalarType dtype_from_torch_name(const std::string& name) {
 
 std::string torch_name(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kHalf: return "float16";
-    case torch::kFloat32: return "float32";
-    default: fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kHalf:
+      return "float16";
+    case torch::kFloat32:
+      return "float32";
+    default:
+      fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
   }
 }
 
@@ -109,9 +113,10 @@ CausalLM load_weights(const fs::path& dir, const ModelConfig& config, const Load
       log::debug("'{}': ignoring lm_head.weight (tie_word_embeddings is true)", dir.string());
       continue;
     }
-    fail_usage("'{}': unexpected tensor '{}' (not part of a {} with this config.json: wrong "
-               "config, or an adapter/merged checkpoint?)",
-               store.file_of(name).string(), name, arch);
+    fail_usage(
+        "'{}': unexpected tensor '{}' (not part of a {} with this config.json: wrong "
+        "config, or an adapter/merged checkpoint?)",
+        store.file_of(name).string(), name, arch);
   }
 
   auto opts = torch::TensorOptions().dtype(dtype).device(options.device);
@@ -153,9 +158,14 @@ LoadedModel load_model(const fs::path& dir, const LoadOptions& options) {
 }
 
 const std::vector<std::string>& tokenizer_file_names() {
-  static const std::vector<std::string> names = {
-      "tokenizer.json",   "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-      "added_tokens.json", "vocab.json",     "merges.txt",            "tokenizer.bin"};
+  static const std::vector<std::string> names = {"tokenizer.json",
+                                                 "tokenizer.model",
+                                                 "tokenizer_config.json",
+                                                 "special_tokens_map.json",
+                                                 "added_tokens.json",
+                                                 "vocab.json",
+                                                 "merges.txt",
+                                                 "tokenizer.bin"};
   return names;
 }
 
@@ -178,8 +188,10 @@ void save_model(const fs::path& dir, const ModelConfig& config, CausalLM& model,
   Json gen = options.generation_config;
   if (gen.empty()) {
     if (config.bos_token_id) gen["bos_token_id"] = *config.bos_token_id;
-    if (config.eos_token_ids.size() == 1) gen["eos_token_id"] = config.eos_token_ids[0];
-    else if (!config.eos_token_ids.empty()) gen["eos_token_id"] = config.eos_token_ids;
+    if (config.eos_token_ids.size() == 1)
+      gen["eos_token_id"] = config.eos_token_ids[0];
+    else if (!config.eos_token_ids.empty())
+      gen["eos_token_id"] = config.eos_token_ids;
   }
   io::write_json(staged / "generation_config.json", gen);
 

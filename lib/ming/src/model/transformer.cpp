@@ -33,7 +33,9 @@ EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t width, const torch::TensorOp
   weight = register_parameter("weight", torch::empty({vocab, width}, options), false);
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return torch::embedding(weight, ids);
+}
 
 namespace {
 std::string layer_path(int64_t layer, const char* rest) {
@@ -51,13 +53,13 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, int64_t layer, const torch::T
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_size()) {
   const int64_t d = c.hidden_size;
   q_proj = register_module("q_proj", Projection(layer_path(layer, "self_attn.q_proj"), d,
-                                                 heads_ * head_dim_, c.qkv_bias, o));
+                                                heads_ * head_dim_, c.qkv_bias, o));
   k_proj = register_module("k_proj", Projection(layer_path(layer, "self_attn.k_proj"), d,
-                                                 kv_heads_ * head_dim_, c.qkv_bias, o));
+                                                kv_heads_ * head_dim_, c.qkv_bias, o));
   v_proj = register_module("v_proj", Projection(layer_path(layer, "self_attn.v_proj"), d,
-                                                 kv_heads_ * head_dim_, c.qkv_bias, o));
+                                                kv_heads_ * head_dim_, c.qkv_bias, o));
   o_proj = register_module("o_proj", Projection(layer_path(layer, "self_attn.o_proj"),
-                                                 heads_ * head_dim_, d, c.o_bias, o));
+                                                heads_ * head_dim_, d, c.o_bias, o));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -116,7 +118,8 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer, const torch::TensorOptions& o)
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer,
+                                   const torch::TensorOptions& o)
     : layer_(layer) {
   self_attn = register_module("self_attn", Attention(c, layer, o));
   mlp = register_module("mlp", Mlp(c, layer, o));
@@ -150,7 +153,8 @@ DecoderImpl::DecoderImpl(const ModelConfig& c, const torch::TensorOptions& o) {
 torch::Tensor rope_inverse_frequencies(const ModelConfig& c) {
   const int64_t hd = c.head_size();
   // As HF: 1 / theta^(arange(0, hd, 2) / hd), in fp32.
-  auto exponent = torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(hd);
+  auto exponent =
+      torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(hd);
   auto inv_freq = 1.0 / torch::pow(torch::tensor(static_cast<float>(c.rope_theta)), exponent);
   if (c.rope_scaling) {
     const auto& s = *c.rope_scaling;
@@ -160,7 +164,8 @@ torch::Tensor rope_inverse_frequencies(const ModelConfig& c) {
     auto wavelen = 2 * M_PI / inv_freq;
     // Long wavelengths (low frequencies) are slowed down by `factor`, short ones kept.
     auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
-    auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    auto smooth =
+        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
     auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
     auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
     inv_freq = torch::where(medium, smoothed, scaled);
@@ -174,13 +179,17 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& optio
     : config_(std::move(config)) {
   model = register_module("model", Decoder(config_, options));
   if (!config_.tie_word_embeddings)
-    lm_head = register_module("lm_head", Projection("lm_head", config_.hidden_size,
-                                                    config_.vocab_size, false, options));
+    lm_head = register_module(
+        "lm_head", Projection("lm_head", config_.hidden_size, config_.vocab_size, false, options));
   inv_freq_ = rope_inverse_frequencies(config_);
 }
 
-torch::ScalarType CausalLMImpl::dtype() const { return model->norm->weight.scalar_type(); }
-torch::Device CausalLMImpl::device() const { return model->norm->weight.device(); }
+torch::ScalarType CausalLMImpl::dtype() const {
+  return model->norm->weight.scalar_type();
+}
+torch::Device CausalLMImpl::device() const {
+  return model->norm->weight.device();
+}
 
 std::pair<torch::Tensor, torch::Tensor> CausalLMImpl::rotary(const torch::Tensor& positions,
                                                              torch::ScalarType dtype) {
@@ -268,8 +277,8 @@ std::vector<Projection> CausalLMImpl::projections() const {
   for (const auto& layer : model->layers) {
     const auto& a = layer->self_attn;
     const auto& m = layer->mlp;
-    for (const auto& p : {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj,
-                          m->down_proj})
+    for (const auto& p :
+         {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj, m->down_proj})
       out.push_back(p);
   }
   if (lm_head) out.push_back(lm_head);

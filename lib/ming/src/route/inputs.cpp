@@ -33,7 +33,9 @@ std::string keys_of(const Json& record) {
   return fmt::format("{}", fmt::join(keys, ", "));
 }
 
-std::string as_text(const Json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string as_text(const Json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
 
 // Rule 1: the evaluation task's own prompt and gold answer. nullopt when the record lacks a
 // field the prompt needs (then the generic rules get their chance).
@@ -70,11 +72,13 @@ std::vector<TraceInput> read_trace_inputs(const fs::path& file, const InputOptio
   io::for_each_jsonl(file, [&](const Json& record, int64_t line) {
     if (stop) return;
     const std::string where = fmt::format("{}:{}", file.string(), line);
-    if (!record.is_object()) fail_usage("{}: expected a JSON object, got {}", where, record.type_name());
+    if (!record.is_object())
+      fail_usage("{}: expected a JSON object, got {}", where, record.type_name());
     TraceInput in;
     in.origin = where;
-    in.task = record.contains("task") && record["task"].is_string() ? record["task"].get<std::string>()
-                                                                     : file_task;
+    in.task = record.contains("task") && record["task"].is_string()
+                  ? record["task"].get<std::string>()
+                  : file_task;
     if (record.contains("id") && (record["id"].is_string() || record["id"].is_number()))
       in.id = as_text(record["id"]);
     else
@@ -116,7 +120,9 @@ std::vector<TraceInput> read_trace_inputs(const fs::path& file, const InputOptio
         in.text = std::move(ex.text);
         in.is_text = ex.is_text;
       } else if (str("prompt") && (str("output") || str("response") || str("completion"))) {
-        const char* out_key = str("output") ? "output" : str("response") ? "response" : "completion";
+        const char* out_key = str("output")     ? "output"
+                              : str("response") ? "response"
+                                                : "completion";
         in.messages = {{text::Role::user, record["prompt"].get<std::string>()},
                        {text::Role::assistant, record[out_key].get<std::string>()}};
       } else if (str("question") && record.contains("options") && record["options"].is_object() &&
@@ -151,7 +157,8 @@ std::vector<TokenizedExample> tokenize_inputs(const std::vector<TraceInput>& inp
   data::EncodeOptions encode;
   encode.chat_template = chat_template;
   for (const auto& in : inputs) {
-    auto enc = in.is_text ? data::encode_document(tokenizer, in.text, data::template_expects_bos(chat_template))
+    auto enc = in.is_text ? data::encode_document(tokenizer, in.text,
+                                                  data::template_expects_bos(chat_template))
                           : data::encode_conversation(tokenizer, in.messages, encode);
     if (enc.input_ids.empty()) fail_usage("{}: the record tokenizes to nothing", in.origin);
     TokenizedExample ex;

@@ -20,11 +20,21 @@ std::string xml_escape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Control characters other than tab/newline are not allowed in XML 1.0 at all.
         if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r')
@@ -52,7 +62,9 @@ struct Rgb {
   double r, g, b;
 };
 
-Rgb hex(uint32_t v) { return {double((v >> 16) & 255), double((v >> 8) & 255), double(v & 255)}; }
+Rgb hex(uint32_t v) {
+  return {double((v >> 16) & 255), double((v >> 8) & 255), double(v & 255)};
+}
 
 // Piecewise-linear colour maps: viridis (perceptually uniform, readable in grey and by the
 // colour-blind) for shares, blue-white-red (ColorBrewer RdBu) for signed changes.
@@ -72,8 +84,8 @@ const std::vector<Rgb>& viridis() {
 }
 
 const std::vector<Rgb>& red_blue() {
-  static const std::vector<Rgb> stops = {hex(0x2166ac), hex(0x92c5de), hex(0xf7f7f7),
-                                         hex(0xf4a582), hex(0xb2182b)};
+  static const std::vector<Rgb> stops = {hex(0x2166ac), hex(0x92c5de), hex(0xf7f7f7), hex(0xf4a582),
+                                         hex(0xb2182b)};
   return stops;
 }
 
@@ -82,7 +94,9 @@ std::string css(const Rgb& c) {
                      int(std::lround(c.b)));
 }
 
-bool dark(const Rgb& c) { return 0.299 * c.r + 0.587 * c.g + 0.114 * c.b < 140; }
+bool dark(const Rgb& c) {
+  return 0.299 * c.r + 0.587 * c.g + 0.114 * c.b < 140;
+}
 
 std::string format_value(double v, bool percent) {
   if (std::isnan(v)) return "n/a";
@@ -101,7 +115,9 @@ double text_width(const std::string& s, double font) {
 
 std::string safe_name(const std::string& s) {
   std::string out;
-  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.') ? c : '_';
+  for (char c : s)
+    out +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.') ? c : '_';
   return out.empty() ? "unnamed" : out;
 }
 
@@ -174,7 +190,8 @@ std::string heatmap_svg(const Heatmap& map) {
       if (show_values && !std::isnan(v))
         s += fmt::format(
             "<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"9\" text-anchor=\"middle\" "
-            "dominant-baseline=\"middle\" fill=\"{}\" stroke=\"none\" pointer-events=\"none\">{}</text>\n",
+            "dominant-baseline=\"middle\" fill=\"{}\" stroke=\"none\" "
+            "pointer-events=\"none\">{}</text>\n",
             x + cell_w / 2, y + cell_h / 2, dark(fill) ? "white" : "black",
             map.percent ? fmt::format("{:.0f}", 100.0 * v) : fmt::format("{:.2g}", v));
     }
@@ -182,7 +199,8 @@ std::string heatmap_svg(const Heatmap& map) {
   // Row labels and axis title.
   for (size_t r = 0; r < rows; ++r)
     s += fmt::format(
-        "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}</text>\n",
+        "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\" "
+        "dominant-baseline=\"middle\">{}</text>\n",
         left - 6, top + r * cell_h + cell_h / 2, xml_escape(map.row_labels[r]));
   s += fmt::format(
       "<text transform=\"translate(14,{:.1f}) rotate(-90)\" text-anchor=\"middle\" "
@@ -237,34 +255,37 @@ std::vector<std::string> write_report(const fs::path& dir, const TraceStats& sta
     io::write_file_atomic(dir / name, text);
     files.push_back(name);
   };
-  auto lead = [](const LayerStats& l) { return fmt::format("{},{}", l.layer, csv_field(l.projection)); };
+  auto lead = [](const LayerStats& l) {
+    return fmt::format("{},{}", l.layer, csv_field(l.projection));
+  };
 
   // ---- CSV
-  std::string layers = "layer,projection,experts,top_k,tokens,cv,max_over_mean,entropy_norm,"
-                       "top1_cv,top1_max_share,top1_max_expert,collapsed,dead_experts,mi_bits,"
-                       "mi_norm,mi_top1_bits,module\n";
+  std::string layers =
+      "layer,projection,experts,top_k,tokens,cv,max_over_mean,entropy_norm,"
+      "top1_cv,top1_max_share,top1_max_expert,collapsed,dead_experts,mi_bits,"
+      "mi_norm,mi_top1_bits,module\n";
   std::string experts = "layer,projection,expert,top1_share,topk_share,mean_gate,dead,module\n";
   std::string tasks = "layer,projection,task,expert,share,top1_share,tokens,module\n";
   std::string pairs = "layer,projection,expert_a,expert_b,count,share,lift,module\n";
   for (const auto& l : stats.layers) {
     const std::string module = csv_field(l.info.name);
     int64_t dead = std::count(l.dead.begin(), l.dead.end(), true);
-    layers += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", lead(l),
-                          l.info.experts, l.info.top_k, l.tokens, num(l.balance.cv),
-                          num(l.balance.max_over_mean), num(l.balance.entropy_norm),
-                          num(l.top1_balance.cv), num(l.max_top1_share), l.max_top1_expert,
-                          l.collapsed ? 1 : 0, dead, num(l.mi_bits), num(l.mi_norm),
-                          num(l.mi_top1_bits), module);
+    layers += fmt::format(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", lead(l), l.info.experts, l.info.top_k,
+        l.tokens, num(l.balance.cv), num(l.balance.max_over_mean), num(l.balance.entropy_norm),
+        num(l.top1_balance.cv), num(l.max_top1_share), l.max_top1_expert, l.collapsed ? 1 : 0, dead,
+        num(l.mi_bits), num(l.mi_norm), num(l.mi_top1_bits), module);
     for (int64_t e = 0; e < l.info.experts; ++e)
       experts += fmt::format("{},{},{},{},{},{},{}\n", lead(l), e, num(l.top1_share[e]),
                              num(l.topk_share[e]), num(l.mean_gate[e]), l.dead[e] ? 1 : 0, module);
     for (size_t t = 0; t < stats.tasks.size(); ++t) {
       const int64_t task_tokens = l.task_tokens(t);
       for (int64_t e = 0; e < l.info.experts; ++e)
-        tasks += fmt::format("{},{},{},{},{},{},{}\n", lead(l), csv_field(stats.tasks[t].name), e,
-                             num(l.task_share(t, e)),
-                             num(task_tokens > 0 ? double(l.task_top1_counts[t][e]) / task_tokens : 0.0),
-                             task_tokens, module);
+        tasks +=
+            fmt::format("{},{},{},{},{},{},{}\n", lead(l), csv_field(stats.tasks[t].name), e,
+                        num(l.task_share(t, e)),
+                        num(task_tokens > 0 ? double(l.task_top1_counts[t][e]) / task_tokens : 0.0),
+                        task_tokens, module);
     }
     if (l.info.top_k >= 2)
       for (int64_t a = 0; a < l.info.experts; ++a)
@@ -278,7 +299,8 @@ std::vector<std::string> write_report(const fs::path& dir, const TraceStats& sta
   put("tasks.csv", tasks);
   put("pairs.csv", pairs);
   if (comparison) {
-    std::string cmp = "layer,projection,tv,js_bits,top1_tv,cv_a,cv_b,moved_expert,moved_delta,module\n";
+    std::string cmp =
+        "layer,projection,tv,js_bits,top1_tv,cv_a,cv_b,moved_expert,moved_delta,module\n";
     std::string cmp_e = "layer,projection,expert,share_a,share_b,delta,module\n";
     for (const auto& c : comparison->layers) {
       std::string head = fmt::format("{},{}", c.layer, csv_field(c.projection));
@@ -319,14 +341,15 @@ std::vector<std::string> write_report(const fs::path& dir, const TraceStats& sta
         const auto& l = stats.layers[i];
         map.row_labels.push_back(layer_label(l));
         for (int64_t e = 0; e < e_max; ++e)
-          map.values.push_back(e < l.info.experts ? (top1 ? l.top1_share[e] : l.topk_share[e]) : NAN);
+          map.values.push_back(e < l.info.experts ? (top1 ? l.top1_share[e] : l.topk_share[e])
+                                                  : NAN);
       }
       put(fmt::format("{}_{}.svg", top1 ? "top1" : "load", p), heatmap_svg(map));
     }
     if (!stats.tasks.empty()) {
       Heatmap map;
-      map.title = fmt::format("task x expert load share: {}, mean over {} layer{}", proj, idx.size(),
-                              idx.size() == 1 ? "" : "s");
+      map.title = fmt::format("task x expert load share: {}, mean over {} layer{}", proj,
+                              idx.size(), idx.size() == 1 ? "" : "s");
       map.row_axis = "task";
       map.col_axis = "expert";
       map.value_name = "load share";
@@ -354,7 +377,8 @@ std::vector<std::string> write_report(const fs::path& dir, const TraceStats& sta
       for (size_t i : order) {
         const auto& l = stats.layers[i];
         Heatmap lm;
-        lm.title = fmt::format("task x expert load share: {} (MI {:.3f} bits)", l.info.name, l.mi_bits);
+        lm.title =
+            fmt::format("task x expert load share: {} (MI {:.3f} bits)", l.info.name, l.mi_bits);
         lm.row_axis = "task";
         lm.col_axis = "expert";
         lm.value_name = "load share";
@@ -362,7 +386,8 @@ std::vector<std::string> write_report(const fs::path& dir, const TraceStats& sta
         lm.col_labels = expert_labels(l.info.experts);
         for (size_t t = 0; t < stats.tasks.size(); ++t)
           for (int64_t e = 0; e < l.info.experts; ++e) lm.values.push_back(l.task_share(t, e));
-        put(fmt::format("tasks_{}_layer{}.svg", p, l.layer >= 0 ? std::to_string(l.layer) : safe_name(l.info.name)),
+        put(fmt::format("tasks_{}_layer{}.svg", p,
+                        l.layer >= 0 ? std::to_string(l.layer) : safe_name(l.info.name)),
             heatmap_svg(lm));
       }
     }

@@ -14,7 +14,9 @@ using nlohmann::json;
 
 namespace {
 
-double safe_div(double a, double b) { return b > 0 ? a / b : 0.0; }
+double safe_div(double a, double b) {
+  return b > 0 ? a / b : 0.0;
+}
 
 std::vector<double> shares(const std::vector<int64_t>& counts, double total) {
   std::vector<double> out(counts.size());
@@ -243,9 +245,9 @@ TraceComparison compare_stats(const TraceStats& a, const TraceStats& b) {
     seen[la.info.name] = true;
     const auto& lb = *it->second;
     if (la.info.experts != lb.info.experts)
-      fail_usage("cannot compare '{}' with '{}': layer '{}' has {} experts in one and {} in the other",
-                 a.source.string(), b.source.string(), la.info.name, la.info.experts,
-                 lb.info.experts);
+      fail_usage(
+          "cannot compare '{}' with '{}': layer '{}' has {} experts in one and {} in the other",
+          a.source.string(), b.source.string(), la.info.name, la.info.experts, lb.info.experts);
     LayerComparison c;
     c.name = la.info.name;
     c.layer = la.layer;
@@ -328,7 +330,9 @@ json layer_json(const TraceStats& stats, const LayerStats& l) {
           {"pair_counts", std::move(pairs)}};
 }
 
-std::string percent(double v) { return fmt::format("{:.1f}%", 100.0 * v); }
+std::string percent(double v) {
+  return fmt::format("{:.1f}%", 100.0 * v);
+}
 
 }  // namespace
 
@@ -351,13 +355,16 @@ json stats_to_json(const TraceStats& stats, const TraceComparison* comparison) {
           same_e = false;
           break;
         }
-        for (size_t e = 0; e < mean.size(); ++e) mean[e] += stats.layers[i].task_share(t, e) / idx.size();
+        for (size_t e = 0; e < mean.size(); ++e)
+          mean[e] += stats.layers[i].task_share(t, e) / idx.size();
       }
       if (same_e) by_task[stats.tasks[t].name] = mean;
     }
     double mi = 0;
     for (size_t i : idx) mi += stats.layers[i].mi_bits / idx.size();
-    projections.push_back({{"projection", p}, {"layers", idx.size()}, {"mean_mi_bits", mi},
+    projections.push_back({{"projection", p},
+                           {"layers", idx.size()},
+                           {"mean_mi_bits", mi},
                            {"task_shares_mean", std::move(by_task)}});
   }
   json out = {{"format", "ming-route-stats"},
@@ -376,11 +383,19 @@ json stats_to_json(const TraceStats& stats, const TraceComparison* comparison) {
     for (const auto& c : comparison->layers) {
       json shifts = json::array();
       for (const auto& s : c.experts)
-        shifts.push_back({{"expert", s.expert}, {"share_a", s.share_a}, {"share_b", s.share_b},
+        shifts.push_back({{"expert", s.expert},
+                          {"share_a", s.share_a},
+                          {"share_b", s.share_b},
                           {"delta", s.delta()}});
-      cl.push_back({{"name", c.name}, {"layer", c.layer}, {"projection", c.projection},
-                    {"tv", c.tv}, {"js_bits", c.js_bits}, {"top1_tv", c.top1_tv},
-                    {"cv_a", c.cv_a}, {"cv_b", c.cv_b}, {"moved_most", c.moved_most},
+      cl.push_back({{"name", c.name},
+                    {"layer", c.layer},
+                    {"projection", c.projection},
+                    {"tv", c.tv},
+                    {"js_bits", c.js_bits},
+                    {"top1_tv", c.top1_tv},
+                    {"cv_a", c.cv_a},
+                    {"cv_b", c.cv_b},
+                    {"moved_most", c.moved_most},
                     {"experts", std::move(shifts)}});
     }
     out["compare"] = {{"trace_a", comparison->source_a.string()},
@@ -401,15 +416,15 @@ std::string summary_text(const TraceStats& stats, const TraceComparison* compari
     max_e = std::max(max_e, l.info.experts);
     max_k = std::max(max_k, l.info.top_k);
   }
-  line(fmt::format("trace {}: {} examples, {} tokens, {} task{}, {} MoLoRA layers ({} projection{}), "
-                   "up to {} experts, top-{}",
-                   stats.source.string(), stats.examples, stats.tokens, stats.tasks.size(),
-                   stats.tasks.size() == 1 ? "" : "s", stats.layers.size(),
-                   stats.projections().size(), stats.projections().size() == 1 ? "" : "s", max_e,
-                   max_k));
+  line(fmt::format(
+      "trace {}: {} examples, {} tokens, {} task{}, {} MoLoRA layers ({} projection{}), "
+      "up to {} experts, top-{}",
+      stats.source.string(), stats.examples, stats.tokens, stats.tasks.size(),
+      stats.tasks.size() == 1 ? "" : "s", stats.layers.size(), stats.projections().size(),
+      stats.projections().size() == 1 ? "" : "s", max_e, max_k));
   for (const auto& t : stats.tasks)
-    line(fmt::format("  task {:<24} {:>7} examples {:>10} tokens", t.name.empty() ? "(none)" : t.name,
-                     t.examples, t.tokens));
+    line(fmt::format("  task {:<24} {:>7} examples {:>10} tokens",
+                     t.name.empty() ? "(none)" : t.name, t.examples, t.tokens));
   if (stats.layers.empty() || stats.tokens == 0) {
     line("no routed tokens: nothing to summarise");
     return s;
@@ -452,22 +467,21 @@ std::string summary_text(const TraceStats& stats, const TraceComparison* compari
                        percent(stats.options.dead_threshold / l.info.experts)));
     }
   }
-  line(fmt::format("{} collapsed layer{} (one expert > {} of top-1), {} dead expert{} in {} layer{}",
-                   collapsed, collapsed == 1 ? "" : "s",
-                   percent(stats.options.collapse_threshold), dead_total,
-                   dead_total == 1 ? "" : "s", dead_layers, dead_layers == 1 ? "" : "s"));
+  line(fmt::format(
+      "{} collapsed layer{} (one expert > {} of top-1), {} dead expert{} in {} layer{}", collapsed,
+      collapsed == 1 ? "" : "s", percent(stats.options.collapse_threshold), dead_total,
+      dead_total == 1 ? "" : "s", dead_layers, dead_layers == 1 ? "" : "s"));
   if (stats.tasks.size() > 1) {
     std::vector<size_t> order(stats.layers.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       return stats.layers[a].mi_bits > stats.layers[b].mi_bits;
     });
-    line(fmt::format("highest task-expert mutual information (of H(task) = {:.3f} bits):",
-                     [&] {
-                       std::vector<int64_t> tok;
-                       for (const auto& t : stats.tasks) tok.push_back(t.tokens);
-                       return entropy_bits(tok);
-                     }()));
+    line(fmt::format("highest task-expert mutual information (of H(task) = {:.3f} bits):", [&] {
+      std::vector<int64_t> tok;
+      for (const auto& t : stats.tasks) tok.push_back(t.tokens);
+      return entropy_bits(tok);
+    }()));
     for (size_t i = 0; i < std::min(top_layers, order.size()); ++i) {
       const auto& l = stats.layers[order[i]];
       line(fmt::format("  {:<40} MI {:.3f} bits (normalised {:.3f}, top-1 {:.3f} bits)",
@@ -477,9 +491,9 @@ std::string summary_text(const TraceStats& stats, const TraceComparison* compari
     line("one task only: no task-expert mutual information");
   }
   if (comparison) {
-    line(fmt::format("compare with {}{}:", comparison->source_b.string(),
-                     other ? fmt::format(" ({} examples, {} tokens)", other->examples, other->tokens)
-                           : ""));
+    line(fmt::format(
+        "compare with {}{}:", comparison->source_b.string(),
+        other ? fmt::format(" ({} examples, {} tokens)", other->examples, other->tokens) : ""));
     std::vector<size_t> order(comparison->layers.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -487,14 +501,14 @@ std::string summary_text(const TraceStats& stats, const TraceComparison* compari
     });
     double mean_tv = 0;
     for (const auto& c : comparison->layers) mean_tv += c.tv / comparison->layers.size();
-    line(fmt::format("  {} shared layers, mean load total variation {:.3f}", comparison->layers.size(),
-                     mean_tv));
+    line(fmt::format("  {} shared layers, mean load total variation {:.3f}",
+                     comparison->layers.size(), mean_tv));
     for (size_t i = 0; i < std::min(top_layers, order.size()); ++i) {
       const auto& c = comparison->layers[order[i]];
       const auto& m = c.experts[c.moved_most];
-      line(fmt::format("  {:<40} TV {:.3f}  JS {:.3f} bits  CV {:.3f} -> {:.3f}  expert {} {} -> {}",
-                       c.name, c.tv, c.js_bits, c.cv_a, c.cv_b, m.expert, percent(m.share_a),
-                       percent(m.share_b)));
+      line(fmt::format(
+          "  {:<40} TV {:.3f}  JS {:.3f} bits  CV {:.3f} -> {:.3f}  expert {} {} -> {}", c.name,
+          c.tv, c.js_bits, c.cv_a, c.cv_b, m.expert, percent(m.share_a), percent(m.share_b)));
     }
     if (!comparison->only_a.empty() || !comparison->only_b.empty())
       line(fmt::format("  {} layer(s) only in the first trace, {} only in the second",

@@ -26,9 +26,13 @@ namespace {
 #error "route traces are little-endian; add byte swapping for this target"
 #endif
 
-const char* gate_dtype_name(GateDtype dtype) { return dtype == GateDtype::f16 ? "f16" : "f32"; }
+const char* gate_dtype_name(GateDtype dtype) {
+  return dtype == GateDtype::f16 ? "f16" : "f32";
+}
 
-size_t expert_bytes(int64_t experts) { return experts <= 256 ? 1 : 2; }
+size_t expert_bytes(int64_t experts) {
+  return experts <= 256 ? 1 : 2;
+}
 
 }  // namespace
 
@@ -57,7 +61,8 @@ std::string projection_name(const std::string& name) {
 
 RouteTraceWriter::RouteTraceWriter(fs::path path, RouteTraceOptions options)
     : path_(std::move(path)), options_(std::move(options)) {
-  if (!options_.meta.is_object()) fail("route trace '{}': meta must be a JSON object", path_.string());
+  if (!options_.meta.is_object())
+    fail("route trace '{}': meta must be a JSON object", path_.string());
   temp_ = path_;
   temp_ += ".tmp-" + std::to_string(::getpid());
   if (path_.has_parent_path() && !fs::is_directory(path_.parent_path()))
@@ -89,10 +94,12 @@ void RouteTraceWriter::declare_layer(const std::string& name, int64_t experts, i
     fail("route trace '{}': layer '{}' declared after the first batch was written", path_.string(),
          name);
   if (experts < 1 || experts > 65536 || top_k < 1 || top_k > experts)
-    fail("route trace '{}': layer '{}' has experts {} and top_k {}; need 1 <= top_k <= experts "
-         "<= 65536",
-         path_.string(), name, experts, top_k);
-  if (layer_index_.count(name)) fail("route trace '{}': layer '{}' declared twice", path_.string(), name);
+    fail(
+        "route trace '{}': layer '{}' has experts {} and top_k {}; need 1 <= top_k <= experts "
+        "<= 65536",
+        path_.string(), name, experts, top_k);
+  if (layer_index_.count(name))
+    fail("route trace '{}': layer '{}' declared twice", path_.string(), name);
   layer_index_[name] = layers_.size();
   layers_.push_back({name, experts, top_k});
 }
@@ -133,12 +140,14 @@ void RouteTraceWriter::write_header() {
 
 void RouteTraceWriter::begin_batch(std::vector<ExampleTag> tags, const torch::Tensor& token_mask) {
   if (closed_) fail("route trace '{}': begin_batch after close", path_.string());
-  if (in_batch_) fail("route trace '{}': begin_batch without end_batch of the previous batch", path_.string());
+  if (in_batch_)
+    fail("route trace '{}': begin_batch without end_batch of the previous batch", path_.string());
   if (!token_mask.defined() || token_mask.dim() != 2 ||
       token_mask.size(0) != static_cast<int64_t>(tags.size()))
-    fail("route trace '{}': token mask must be (B, T) with B = {} example tags, got {}",
-         path_.string(), tags.size(),
-         token_mask.defined() ? fmt::format("{}", fmt::join(token_mask.sizes(), "x")) : "undefined");
+    fail(
+        "route trace '{}': token mask must be (B, T) with B = {} example tags, got {}",
+        path_.string(), tags.size(),
+        token_mask.defined() ? fmt::format("{}", fmt::join(token_mask.sizes(), "x")) : "undefined");
   tags_ = std::move(tags);
   mask_ = token_mask.detach().to(torch::kCPU).ne(0).contiguous();  // (B, T) bool
   batch_experts_.assign(layers_.size(), torch::Tensor());
@@ -149,9 +158,10 @@ void RouteTraceWriter::begin_batch(std::vector<ExampleTag> tags, const torch::Te
 void RouteTraceWriter::record(const std::string& layer, const torch::Tensor& experts,
                               const torch::Tensor& gates, const torch::Tensor& /*token_mask*/) {
   if (!in_batch_)
-    fail("route trace '{}': layer '{}' routed outside begin_batch/end_batch (set the recorder "
-         "only around traced forwards)",
-         path_.string(), layer);
+    fail(
+        "route trace '{}': layer '{}' routed outside begin_batch/end_batch (set the recorder "
+        "only around traced forwards)",
+        path_.string(), layer);
   auto it = layer_index_.find(layer);
   if (it == layer_index_.end())
     fail("route trace '{}': layer '{}' was not declared (declare_layers before the first batch)",
@@ -160,10 +170,11 @@ void RouteTraceWriter::record(const std::string& layer, const torch::Tensor& exp
   const int64_t n = mask_.numel();
   if (experts.dim() != 2 || experts.size(0) != n || experts.size(1) != info.top_k ||
       gates.sizes() != experts.sizes())
-    fail("route trace '{}': layer '{}' recorded experts {} / gates {}, expected ({}, {}) for a "
-         "({}x{}) batch",
-         path_.string(), layer, fmt::join(experts.sizes(), "x"), fmt::join(gates.sizes(), "x"), n,
-         info.top_k, mask_.size(0), mask_.size(1));
+    fail(
+        "route trace '{}': layer '{}' recorded experts {} / gates {}, expected ({}, {}) for a "
+        "({}x{}) batch",
+        path_.string(), layer, fmt::join(experts.sizes(), "x"), fmt::join(gates.sizes(), "x"), n,
+        info.top_k, mask_.size(0), mask_.size(1));
   if (batch_experts_[it->second].defined())
     fail("route trace '{}': layer '{}' recorded twice in one batch (one forward per batch)",
          path_.string(), layer);
@@ -186,13 +197,14 @@ void RouteTraceWriter::end_batch() {
   std::vector<torch::Tensor> ids(layers_.size()), weights(layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& e = batch_experts_[l];
-    int64_t lo = e.numel() ? e.min().item<int64_t>() : 0, hi = e.numel() ? e.max().item<int64_t>() : 0;
+    int64_t lo = e.numel() ? e.min().item<int64_t>() : 0,
+            hi = e.numel() ? e.max().item<int64_t>() : 0;
     if (lo < 0 || hi >= layers_[l].experts)
       fail("route trace '{}': layer '{}' routed to expert {} outside [0, {})", path_.string(),
            layers_[l].name, lo < 0 ? lo : hi, layers_[l].experts);
     ids[l] = e.to(expert_bytes(layers_[l].experts) == 1 ? torch::kUInt8 : torch::kInt16);
-    weights[l] = batch_gates_[l].to(options_.gate_dtype == GateDtype::f16 ? torch::kHalf
-                                                                          : torch::kFloat);
+    weights[l] =
+        batch_gates_[l].to(options_.gate_dtype == GateDtype::f16 ? torch::kHalf : torch::kFloat);
   }
   auto mask = mask_.accessor<bool, 2>();
   std::vector<int64_t> rows;
@@ -252,7 +264,9 @@ void RouteTraceWriter::close() {
   file_ = nullptr;
   std::error_code ec;
   fs::rename(temp_, path_, ec);
-  if (ec) fail("route trace '{}': rename from '{}' failed: {}", path_.string(), temp_.string(), ec.message());
+  if (ec)
+    fail("route trace '{}': rename from '{}' failed: {}", path_.string(), temp_.string(),
+         ec.message());
   closed_ = true;
 }
 
@@ -261,7 +275,8 @@ void RouteTraceWriter::close() {
 RouteTraceReader::RouteTraceReader(fs::path path) : path_(std::move(path)) {
   std::error_code ec;
   if (!fs::exists(path_, ec)) fail_usage("route trace '{}': no such file", path_.string());
-  if (fs::is_directory(path_, ec)) fail_usage("route trace '{}': is a folder, not a trace file", path_.string());
+  if (fs::is_directory(path_, ec))
+    fail_usage("route trace '{}': is a folder, not a trace file", path_.string());
   file_ = std::fopen(path_.c_str(), "rb");
   if (!file_) fail_usage("route trace '{}': cannot open: {}", path_.string(), std::strerror(errno));
 
@@ -285,11 +300,15 @@ RouteTraceReader::RouteTraceReader(fs::path path) : path_(std::move(path)) {
     corrupt(fmt::format("header is not valid JSON: {}", e.what()));
   }
   try {
-    if (header.value("format", "") != "ming-route-trace") corrupt("header format is not \"ming-route-trace\"");
+    if (header.value("format", "") != "ming-route-trace")
+      corrupt("header format is not \"ming-route-trace\"");
     std::string gate = header.at("gate_dtype").get<std::string>();
-    if (gate == "f16") gate_dtype_ = GateDtype::f16;
-    else if (gate == "f32") gate_dtype_ = GateDtype::f32;
-    else corrupt(fmt::format("header gate_dtype '{}' is not f16 or f32", gate));
+    if (gate == "f16")
+      gate_dtype_ = GateDtype::f16;
+    else if (gate == "f32")
+      gate_dtype_ = GateDtype::f32;
+    else
+      corrupt(fmt::format("header gate_dtype '{}' is not f16 or f32", gate));
     for (const auto& layer : header.at("layers")) {
       TraceLayer info{layer.at("name").get<std::string>(), layer.at("experts").get<int64_t>(),
                       layer.at("top_k").get<int64_t>()};
@@ -332,8 +351,8 @@ bool RouteTraceReader::next(TraceExample& example) {
     read_exact(&examples, 8, "end record");
     read_exact(&tokens, 8, "end record");
     if (examples != static_cast<uint64_t>(examples_) || tokens != static_cast<uint64_t>(tokens_))
-      corrupt(fmt::format("end record says {} examples / {} tokens, read {} / {}", examples,
-                          tokens, examples_, tokens_));
+      corrupt(fmt::format("end record says {} examples / {} tokens, read {} / {}", examples, tokens,
+                          examples_, tokens_));
     char extra;
     if (std::fread(&extra, 1, 1, file_) == 1) corrupt("data after the end record");
     done_ = true;
@@ -404,10 +423,13 @@ void collect_routes(model::CausalLMImpl& model, const adapt::InjectedAdapters& i
                     const CollectOptions& options) {
   if (!injected.context) fail_usage("collect_routes: the adapter has no MoLoRA layer to trace");
   if (writer.layers().empty()) writer.declare_layers(injected);
-  if (writer.layers().empty()) fail_usage("collect_routes: the adapter has no MoLoRA layer to trace");
-  if (options.batch_size < 1) fail_usage("collect_routes: batch size {} must be >= 1", options.batch_size);
+  if (writer.layers().empty())
+    fail_usage("collect_routes: the adapter has no MoLoRA layer to trace");
+  if (options.batch_size < 1)
+    fail_usage("collect_routes: batch size {} must be >= 1", options.batch_size);
   for (const auto& ex : examples)
-    if (ex.tokens.empty()) fail_usage("collect_routes: example '{}' ({}) has no tokens", ex.id, ex.task);
+    if (ex.tokens.empty())
+      fail_usage("collect_routes: example '{}' ({}) has no tokens", ex.id, ex.task);
 
   auto& context = *injected.context;
   // The context keeps a shared_ptr; the writer outlives this call, so a non-owning one suffices.
@@ -443,7 +465,8 @@ void collect_routes(model::CausalLMImpl& model, const adapt::InjectedAdapters& i
       const auto& ex = examples[i];
       int64_t n = ex.tokens.size();
       if (options.max_tokens > 0) n = std::min(n, options.max_tokens);
-      ids[i - begin].narrow(0, 0, n).copy_(torch::tensor(std::vector<int64_t>(ex.tokens.begin(), ex.tokens.begin() + n)));
+      ids[i - begin].narrow(0, 0, n).copy_(
+          torch::tensor(std::vector<int64_t>(ex.tokens.begin(), ex.tokens.begin() + n)));
       mask[i - begin].narrow(0, 0, n).fill_(1);
       tags.push_back({ex.id, ex.task});
     }

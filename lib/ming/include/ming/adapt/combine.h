@@ -54,8 +54,16 @@
 namespace ming::adapt {
 
 enum class CombineMethod {
-  linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune,
-  ties_svd, dare_linear_svd, dare_ties_svd,
+  linear,
+  cat,
+  svd,
+  ties,
+  dare_linear,
+  dare_ties,
+  magnitude_prune,
+  ties_svd,
+  dare_linear_svd,
+  dare_ties_svd,
 };
 // "linear" | "cat" | "svd" | "ties" | "dare" (= "dare_linear") | "dare_ties" | "magnitude_prune"
 // | "ties_svd" | "dare_svd" (= "dare_linear_svd") | "dare_ties_svd"; UsageError otherwise.
@@ -100,10 +108,10 @@ struct CombineOptions {
   std::vector<std::filesystem::path> adapters;  // plain-LoRA adapter folders (ming or PEFT)
   std::vector<double> weights;                  // one per adapter; empty = all 1.0
   CombineMethod method = CombineMethod::cat;
-  std::optional<int64_t> rank;                  // svd methods: output rank (default: max input r)
-  std::optional<double> density;                // ties/dare/magnitude_prune: required, (0, 1]
+  std::optional<int64_t> rank;    // svd methods: output rank (default: max input r)
+  std::optional<double> density;  // ties/dare/magnitude_prune: required, (0, 1]
   MajoritySign majority_sign = MajoritySign::total;
-  uint64_t seed = 0;                            // dare's drops and fresh svd ranks
+  uint64_t seed = 0;  // dare's drops and fresh svd ranks
   std::filesystem::path output;
   bool replace = true;
 };

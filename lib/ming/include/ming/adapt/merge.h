@@ -8,7 +8,8 @@
 // MoLoRA cannot fold exactly: its update sum_{e in topk(x)} g_e(x) s B_e A_e x depends on x
 // through the router. By default the experts stay an adapter beside the merged model:
 //   OUT/                      the base with every plain LoRA folded in (a complete HF folder)
-//   OUT/experts-adapter/      the MoLoRA groups only, for `--model OUT --adapter OUT/experts-adapter`
+//   OUT/experts-adapter/      the MoLoRA groups only, for `--model OUT --adapter
+//   OUT/experts-adapter`
 // which computes exactly what base + the whole adapter computes (runtimes that only read OUT's
 // top level ignore the sub-folder and run base + attention LoRA). The reference MING-MOE "merge"
 // silently drops the experts instead.
@@ -20,7 +21,8 @@
 // experts' average update with the weight the router gave each. The approximation replaces
 // E[g(x) * BAx] by E[g] * BAx, i.e. it ignores which inputs each expert serves; how much that
 // costs is measured by the perplexity change on eval data. p comes from
-//   usage   measured routing (route_stats.json of ming-route-stats, see read_route_usage)
+//   usage   measured routing: E[g_e] from ming-route-stats' route_stats.json (see
+//           read_route_usage), or a plain {"module": [p_e...]} file
 //   uniform p_e = 1/E (no measurement; right for a router that balances its load)
 #pragma once
 
@@ -43,8 +45,8 @@ namespace ming::adapt {
 
 // Which per-expert number of a route-stats file to read.
 enum class UsageMeasure {
-  mean_gate,   // E[g_e]: mean gate weight (0 when not chosen); sums to 1 per layer
-  topk_share,  // share of the N*k (token, slot) assignments that go to e; sums to 1 per layer
+  expected_gate,  // E[g_e]: mean gate weight over all tokens (0 where e is not chosen); sums to 1
+  topk_share,     // share of the N*k (token, slot) assignments that go to e; sums to 1
 };
 
 struct RouteUsage {
@@ -53,12 +55,13 @@ struct RouteUsage {
 };
 
 // Reads per-layer per-expert usage from `path`, accepting
-//   - ming-route-stats' route_stats.json: {"layers": [{"name": M, "experts": E,
-//     "mean_gate": [..E], "topk_share": [..E], ...}, ...]} (also "layers" as an object keyed
-//     by M), reading `preferred` and falling back to the other measure when it is absent;
-//   - a plain {"M": [p_0, ..., p_{E-1}], ...} object (the numbers are taken as given).
+//   - ming-route-stats' route_stats.json ({"format": "ming-route-stats", "layers": [{"name": M,
+//     "experts": E, "top_k": k, "expert_stats": [{"expert", "topk_share", "mean_gate"}, ...]},
+//     ...]}): topk_share as is; expected_gate = k * topk_share_e * mean_gate_e, because its
+//     mean_gate is the mean over e's own assignments (P(e chosen) * E[g_e | chosen]);
+//   - a plain {"M": [u_0, ..., u_{E-1}], ...} object, taken as given whatever `measure` asks.
 // UsageError naming the file (and layer) when it is missing, malformed or holds negative values.
-RouteUsage read_route_usage(const std::filesystem::path& path, UsageMeasure preferred);
+RouteUsage read_route_usage(const std::filesystem::path& path, UsageMeasure measure);
 
 // ---- folding ------------------------------------------------------------------------------------
 
@@ -74,9 +77,9 @@ enum class ExpertsToDense { keep, usage, uniform };
 ExpertsToDense parse_experts_to_dense(const std::string& text);
 
 struct MergeOptions {
-  std::filesystem::path base;     // HF model folder
-  std::filesystem::path adapter;  // adapter folder (ming, PEFT or MING-MOE's release)
-  std::filesystem::path output;   // written atomically
+  std::filesystem::path base;              // HF model folder
+  std::filesystem::path adapter;           // adapter folder (ming, PEFT or MING-MOE's release)
+  std::filesystem::path output;            // written atomically
   std::optional<torch::ScalarType> dtype;  // output dtype; default the base's torch_dtype
   ExpertsToDense experts_to_dense = ExpertsToDense::keep;
   std::filesystem::path route_stats;  // required for ExpertsToDense::usage
@@ -84,7 +87,7 @@ struct MergeOptions {
   // reads; chat records are templated with the base's chat template, MING masking). Empty = off.
   std::filesystem::path eval_data;
   int64_t eval_max_examples = 64;
-  int64_t eval_max_tokens = 1024;  // each example is cut to this many tokens
+  int64_t eval_max_tokens = 1024;               // each example is cut to this many tokens
   std::string experts_dir = "experts-adapter";  // where kept MoLoRA groups go, inside output
   int64_t ming_moe_top_k = 2;
   bool replace = true;

@@ -8,8 +8,9 @@
 // element: a shell costs nothing however large the base model, and must never be run.
 //
 //   auto shell = ming::adapt::load_adapter_shell("runs/molora");        // any supported format
-//   for (auto& [path, adapter] : shell.adapter.injected.adapters) ...   // LoraAdapter/MoloraAdapter
-//   ming::adapt::save_adapter("out", *shell.module, shell.adapter.config, "Qwen/Qwen1.5-0.5B");
+//   for (auto& [path, adapter] : shell.adapter.injected.adapters) ...   //
+//   LoraAdapter/MoloraAdapter ming::adapt::save_adapter("out", *shell.module, shell.adapter.config,
+//   "Qwen/Qwen1.5-0.5B");
 #pragma once
 
 #include <cstdint>
@@ -43,9 +44,11 @@ using ShapeMap = std::map<std::string, ProjectionShape, NaturalLess>;
 
 // The HF module path an adapter tensor name belongs to ("" when the name is not an adapter
 // tensor), for ming, PEFT and MING-MOE names alike:
-//   base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight     -> model.layers.0.self_attn.q_proj
-//   base_model.model.model.layers.0.mlp.up_proj.experts.3.lora_B_3.weight -> model.layers.0.mlp.up_proj
-//   model.layers.0.mlp.up_proj.switch.weight                            -> model.layers.0.mlp.up_proj
+//   base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight     ->
+//   model.layers.0.self_attn.q_proj
+//   base_model.model.model.layers.0.mlp.up_proj.experts.3.lora_B_3.weight ->
+//   model.layers.0.mlp.up_proj model.layers.0.mlp.up_proj.switch.weight ->
+//   model.layers.0.mlp.up_proj
 std::string adapter_tensor_module(const std::string& key);
 
 // Projection sizes implied by the tensors of adapter folder `dir` (adapter_model.safetensors or

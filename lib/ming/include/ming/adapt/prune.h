@@ -8,7 +8,8 @@
 //
 // Usage is read from ming-route-stats' route_stats.json (topk_share by default: the share of the
 // (token, slot) assignments each expert receives, summing to 1 per layer, so uniform use is 1/E;
-// mean_gate as the alternative) or from a plain {"module path": [u_0, ...]} file.
+// expected_gate, the mean gate weight over all tokens, as the alternative) or from a plain
+// {"module path": [u_0, ...]} file (read_route_usage in merge.h).
 //
 // Projections keep their own expert count, so a projection that loses experts gets its own
 // adapter group (targeted by its exact path) with E' experts and k' = min(k, E') (lowered k is
@@ -41,7 +42,7 @@ struct PrunedProjection {
   int64_t experts_before = 0;
   std::vector<int64_t> kept;  // original expert ids, ascending
   int64_t top_k_before = 0;
-  int64_t top_k_after = 0;    // 1 and kept.size() == 1: now a plain LoRA
+  int64_t top_k_after = 0;  // 1 and kept.size() == 1: now a plain LoRA
 };
 
 struct PruneReport {

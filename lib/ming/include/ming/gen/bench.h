@@ -22,9 +22,9 @@ struct DecodeBench {
   int64_t new_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
-  double tokens_per_second = 0;       // decoded tokens per second, over the whole batch
-  double weight_bytes = 0;            // bytes of weights read per decode step
-  double copy_bandwidth = 0;          // bytes/s (read + write)
+  double tokens_per_second = 0;        // decoded tokens per second, over the whole batch
+  double weight_bytes = 0;             // bytes of weights read per decode step
+  double copy_bandwidth = 0;           // bytes/s (read + write)
   double bound_tokens_per_second = 0;  // batch * copy_bandwidth / weight_bytes
 
   std::string summary() const;  // one line for logs and reports

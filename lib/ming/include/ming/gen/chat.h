@@ -30,7 +30,8 @@ class ChatSession {
   // Adds the user's message, generates the assistant's reply (streamed through `stream` when
   // given), keeps both in the history and returns the reply. With the raw template there are no
   // turns: `message` is text to continue (empty = start from BOS) and nothing is remembered.
-  std::string reply(const std::string& message, const std::function<void(const std::string&)>& stream = {});
+  std::string reply(const std::string& message,
+                    const std::function<void(const std::string&)>& stream = {});
   void reset() { history_.clear(); }
   const std::vector<text::ChatMessage>& history() const { return history_; }
 

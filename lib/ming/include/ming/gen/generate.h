@@ -20,10 +20,11 @@
 namespace ming::gen {
 
 struct SamplingOptions {
-  double temperature = 0.0;         // 0 = greedy
-  int64_t top_k = 0;                // 0 = off
-  double top_p = 1.0;               // 1 = off
-  double repetition_penalty = 1.0;  // 1 = off; HF's rule (divide positive logits, multiply negative)
+  double temperature = 0.0;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = off
+  double top_p = 1.0;        // 1 = off
+  double repetition_penalty =
+      1.0;  // 1 = off; HF's rule (divide positive logits, multiply negative)
   uint64_t seed = 0;
 };
 

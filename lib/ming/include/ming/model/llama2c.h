@@ -19,8 +19,8 @@
 
 #include <torch/torch.h>
 
-#include "ming/model/config.h"
 #include "ming/io/safetensors.h"
+#include "ming/model/config.h"
 
 namespace ming::model {
 

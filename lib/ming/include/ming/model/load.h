@@ -13,8 +13,8 @@
 #include <optional>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "ming/model/config.h"
 #include "ming/model/transformer.h"
@@ -52,7 +52,8 @@ CausalLM load_weights(const std::filesystem::path& dir, const ModelConfig& confi
                       const LoadOptions& options = {});
 
 // The tensors the config implies, name -> shape, in HF naming (what a checkpoint must hold).
-std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& config);
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(
+    const ModelConfig& config);
 
 struct SaveOptions {
   // Weights are written in this dtype (nullopt: as they are); config.json's torch_dtype follows.

@@ -73,7 +73,7 @@ class EmbeddingImpl : public torch::nn::Module {
  public:
   EmbeddingImpl(int64_t vocab, int64_t width, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& ids);  // (B, T) -> (B, T, D)
-  torch::Tensor weight;                              // (V, D)
+  torch::Tensor weight;                             // (V, D)
 };
 TORCH_MODULE(Embedding);
 

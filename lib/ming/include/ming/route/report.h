@@ -60,9 +60,9 @@ struct Heatmap {
   std::string row_axis, col_axis;  // axis titles
   std::vector<std::string> row_labels, col_labels;
   std::vector<double> values;
-  bool diverging = false;    // scale [-m, m] blue-white-red; else [0, m] sequential (viridis)
-  double scale_max = 0;      // m; 0 = the largest |value|
-  bool percent = true;       // values are shares: legend and tooltips in percent
+  bool diverging = false;  // scale [-m, m] blue-white-red; else [0, m] sequential (viridis)
+  double scale_max = 0;    // m; 0 = the largest |value|
+  bool percent = true;     // values are shares: legend and tooltips in percent
   std::string value_name = "share";
 };
 

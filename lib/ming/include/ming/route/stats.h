@@ -52,10 +52,10 @@ struct BalanceFigures {
 };
 
 struct LayerStats {
-  TraceLayer info;          // name, E, k
-  int64_t layer = -1;       // decoder layer index (-1 when the name has none)
-  std::string projection;   // "gate_proj"
-  int64_t tokens = 0;       // n
+  TraceLayer info;                   // name, E, k
+  int64_t layer = -1;                // decoder layer index (-1 when the name has none)
+  std::string projection;            // "gate_proj"
+  int64_t tokens = 0;                // n
   std::vector<int64_t> top1_counts;  // (E)
   std::vector<int64_t> topk_counts;  // (E) assignments
   std::vector<double> gate_sums;     // (E) sum of gate weights over assignments
@@ -66,9 +66,9 @@ struct LayerStats {
 
   // Derived (filled by finalize()).
   std::vector<double> top1_share, topk_share, mean_gate;  // (E)
-  std::vector<bool> dead;                                  // (E)
-  BalanceFigures balance;      // on topk_share
-  BalanceFigures top1_balance; // on top1_share
+  std::vector<bool> dead;                                 // (E)
+  BalanceFigures balance;                                 // on topk_share
+  BalanceFigures top1_balance;                            // on top1_share
   double max_top1_share = 0;
   int64_t max_top1_expert = 0;
   bool collapsed = false;
@@ -93,8 +93,8 @@ struct TraceStats {
   StatsOptions options;
   int64_t examples = 0;
   int64_t tokens = 0;
-  std::vector<TaskInfo> tasks;    // in order of first appearance
-  std::vector<LayerStats> layers; // trace header order
+  std::vector<TaskInfo> tasks;     // in order of first appearance
+  std::vector<LayerStats> layers;  // trace header order
 
   std::vector<std::string> projections() const;  // distinct, in order of first appearance
   // Indices of `layers` whose projection is `projection`.
@@ -133,9 +133,9 @@ struct LayerComparison {
   std::string name;
   int64_t layer = -1;
   std::string projection;
-  double tv = 0;        // total variation of topk_share: 0.5 * sum |a - b|, in [0, 1]
-  double js_bits = 0;   // Jensen-Shannon divergence of topk_share, bits, in [0, 1]
-  double top1_tv = 0;   // total variation of top1_share
+  double tv = 0;       // total variation of topk_share: 0.5 * sum |a - b|, in [0, 1]
+  double js_bits = 0;  // Jensen-Shannon divergence of topk_share, bits, in [0, 1]
+  double top1_tv = 0;  // total variation of top1_share
   double cv_a = 0, cv_b = 0;
   std::vector<ExpertShift> experts;  // (E) by expert id
   int64_t moved_most = 0;            // expert with the largest |delta|

@@ -15,7 +15,8 @@
 //                  "top_k": 2,                              // k: slots per token
 //                  "expert_dtype": "u8" | "u16"},           // u8 when E <= 256
 //                 ...],                                     // record order of the layers below
-//      "meta": {...}}                                       // free-form: model, adapter, data, tool
+//      "meta": {...}}                                       // free-form: model, adapter, data,
+//      tool
 //   records      zero or more example records, then one end record
 //
 //   example record:
@@ -153,7 +154,7 @@ class RouteTraceWriter : public adapt::RouteRecorder {
   std::vector<TraceLayer> layers_;
   std::map<std::string, size_t> layer_index_;
   std::vector<ExampleTag> tags_;
-  torch::Tensor mask_;  // (B, T) bool on CPU
+  torch::Tensor mask_;                                      // (B, T) bool on CPU
   std::vector<torch::Tensor> batch_experts_, batch_gates_;  // per layer: (B*T, k) CPU, or undef
   int64_t examples_ = 0, tokens_ = 0;
 };
