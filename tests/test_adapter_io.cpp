@@ -367,7 +367,7 @@ TEST_CASE("adapter io: torch::pickle_load reads a torch.save zip written as Pyth
   auto dict = read_torch_save_dict(tmp / "x.bin");
   REQUIRE(dict.size() == 2);
   CHECK(torch::equal(dict.at("a.weight"), a));
-  CHECK(dict.at("b").scalar_type() == torch::kBFloat16);
+  CHECK((dict.at("b").scalar_type() == torch::kBFloat16));
   CHECK(torch::equal(dict.at("b"), b));
   write_bytes(tmp / "bad.bin", "not a zip");
   CHECK_THROWS_WITH_AS(read_torch_save_dict(tmp / "bad.bin"), doctest::Contains("bad.bin"),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 
 // LibTorch first: glog's CHECK macro must be overridden by doctest's, not the other way round.
 #include "ming/data/loader.h"
@@ -802,9 +803,18 @@ TEST_CASE("data loader: rows and steps per epoch") {
 
 TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, packed") {
   auto tok = text::load_tokenizer(ming::test::data_dir() / "models/qwen.tiktoken");
+  // The first 200 conversations keep the test fast; the whole file is read by the reader test.
+  TempDir dir("ming-data");
+  std::string head;
+  {
+    std::istringstream in(
+        ming::test::read_text(ming::test::data_dir() / "medicalgpt/medical_sft_1K_format.jsonl"));
+    std::string line;
+    for (int i = 0; i < 200 && std::getline(in, line); ++i) head += line + "\n";
+  }
+  write_text(dir / "medicalgpt200.jsonl", head);
   data::DataOptions o;
-  o.datasets = {
-      {(ming::test::data_dir() / "medicalgpt/medical_sft_1K_format.jsonl").string(), "auto", 1.0}};
+  o.datasets = {{(dir / "medicalgpt200.jsonl").string(), "auto", 1.0}};
   o.bad_example_policy = "stop";
   o.cutoff_len = 512;
   o.packing = true;
@@ -812,9 +822,9 @@ TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, 
   auto d = data::TrainingData::load(o, *tok);
   CHECK(d->chat_template() == text::ChatTemplateKind::chatml);  // from the tokenizer's tokens
   const auto& st = d->stats()[0];
-  CHECK(st.n_records == 1000);
+  CHECK(st.n_records == 200);
   CHECK(st.n_bad == 0);
-  CHECK(st.n_examples + st.n_dropped == 1000);
+  CHECK(st.n_examples + st.n_dropped == 200);
   CHECK(d->pad_id() == 151643);  // <|endoftext|>
   for (const auto& ex : d->examples(0)) {
     REQUIRE(ex.input_ids.size() <= 512);
@@ -828,4 +838,19 @@ TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, 
   auto b = loader.next();
   CHECK(b.input_ids.size(1) <= 512);
   CHECK(b.n_target_tokens > 0);
+}
+
+TEST_CASE("data load: encoding on several threads gives the same data as on one") {
+  auto tok = text::load_tokenizer(ming::test::data_dir() / "models/qwen.tiktoken");
+  data::DataOptions o;
+  o.datasets = {{(ming::test::data_dir() / "promptcblue/train.json").string(), "auto", 1.0}};
+  o.mask = "assistant";
+  const int saved = at::get_num_threads();
+  at::set_num_threads(1);
+  auto one = data::TrainingData::load(o, *tok);
+  at::set_num_threads(2);
+  auto two = data::TrainingData::load(o, *tok);
+  at::set_num_threads(saved);
+  CHECK(one->stats()[0].n_examples == 80);
+  CHECK(one->fingerprint() == two->fingerprint());
 }

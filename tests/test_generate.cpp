@@ -87,7 +87,7 @@ TEST_CASE("generate: greedy decode with the KV cache equals the full-forward arg
   const std::vector<int64_t> prompt = {30, 3, 7, 1};
   auto out = gen::generate(m, tok, {prompt}, o);
   REQUIRE(out.size() == 1);
-  CHECK(out[0].finish == gen::FinishReason::length);
+  CHECK((out[0].finish == gen::FinishReason::length));
   CHECK(out[0].tokens == greedy_reference(m, prompt, 12));
   CHECK(out[0].text == tok.decode({out[0].tokens.begin(), out[0].tokens.end()}, true));
 }
@@ -114,7 +114,7 @@ TEST_CASE("generate: a batch of different-length prompts gives each prompt's own
     const auto& t = stopped[i].tokens;
     CHECK(std::find(t.begin(), t.end(), eos_at) == t.end());
   }
-  CHECK(stopped[1].finish == gen::FinishReason::eos);
+  CHECK((stopped[1].finish == gen::FinishReason::eos));
   CHECK(stopped[1].tokens.size() <= 3);
 }
 
@@ -219,7 +219,7 @@ TEST_CASE("generate: stop strings cut the text and streamed deltas never split a
       "a"};
   streamed.clear();
   out = gen::generate(m, tok, {{30}}, o, [&](size_t, const std::string& d) { streamed += d; });
-  CHECK(out[0].finish == gen::FinishReason::stop);
+  CHECK((out[0].finish == gen::FinishReason::stop));
   CHECK(out[0].text ==
         "\xC3\xA9"
         "a");

@@ -38,7 +38,7 @@ TEST_CASE("lora: initialisation is kaiming-uniform(a=sqrt(5)) A and zero B, fp32
   LoraAdapter lora(400, 30, LoraOptions{16, 32.0, 0.05, false});
   CHECK((lora.lora_A.sizes() == torch::IntArrayRef({16, 400})));
   CHECK((lora.lora_B.sizes() == torch::IntArrayRef({30, 16})));
-  CHECK(lora.lora_A.scalar_type() == torch::kFloat32);
+  CHECK((lora.lora_A.scalar_type() == torch::kFloat32));
   const double bound = 1.0 / std::sqrt(400.0);
   CHECK(lora.lora_A.abs().max().item<double>() <= bound);
   CHECK(lora.lora_A.abs().max().item<double>() > 0.9 * bound);  // uniform over the full range
@@ -77,12 +77,12 @@ TEST_CASE("lora: bf16 compute keeps bf16 activations and fp32 master gradients")
   p->set_adapter(lora);
   auto x = torch::randn({4, 32}, torch::kBFloat16).requires_grad_(true);
   auto y = p(x);
-  CHECK(y.scalar_type() == torch::kBFloat16);
+  CHECK((y.scalar_type() == torch::kBFloat16));
   y.sum().backward();
   REQUIRE(lora->lora_A.grad().defined());
-  CHECK(lora->lora_A.grad().scalar_type() == torch::kFloat32);
-  CHECK(lora->lora_B.grad().scalar_type() == torch::kFloat32);
-  CHECK(x.grad().scalar_type() == torch::kBFloat16);
+  CHECK((lora->lora_A.grad().scalar_type() == torch::kFloat32));
+  CHECK((lora->lora_B.grad().scalar_type() == torch::kFloat32));
+  CHECK((x.grad().scalar_type() == torch::kBFloat16));
   CHECK_FALSE(p->weight.requires_grad());
   // The fp32 path gives the same result within bf16 rounding.
   auto y32 = lora->forward(

@@ -304,7 +304,7 @@ TEST_CASE("model: bf16 forward stays close to fp32") {
   torch::NoGradGuard ng;
   auto a = m32->forward(ids_tensor(ids));
   auto b = m16->forward(ids_tensor(ids));
-  CHECK(b.scalar_type() == torch::kBFloat16);
+  CHECK((b.scalar_type() == torch::kBFloat16));
   CHECK((a - b.to(torch::kFloat32)).abs().max().item<double>() <
         0.05 * (1 + a.abs().max().item<double>()));
 }
@@ -449,7 +449,7 @@ TEST_CASE("model: save_model shards big checkpoints and loads them back in anoth
   model::LoadOptions lo;
   lo.load_tokenizer = false;  // dtype from config.json: bf16
   auto loaded = model::load_model(tmp / "sharded", lo);
-  CHECK(loaded.model->dtype() == torch::kBFloat16);
+  CHECK((loaded.model->dtype() == torch::kBFloat16));
   auto src = m->named_parameters();
   for (const auto& p : loaded.model->named_parameters())
     CHECK(torch::equal(p.value(), src[p.key()].to(torch::kBFloat16)));

@@ -118,7 +118,7 @@ TEST_CASE("molora: defaults are MING-MOE's MLP layer") {
   CHECK((m.router_bias.sizes() == torch::IntArrayRef({8})));
   CHECK(m.lora_A.abs().max().item<double>() <= 1.0 / std::sqrt(64.0));
   CHECK(m.lora_B.abs().max().item<double>() == 0.0);
-  CHECK(m.lora_A.scalar_type() == torch::kFloat32);
+  CHECK((m.lora_A.scalar_type() == torch::kFloat32));
 }
 
 TEST_CASE("molora: sparse dispatch matches a dense reference in values and gradients (fp64)") {
@@ -384,13 +384,13 @@ TEST_CASE("molora: bf16 compute follows the fp32 result and gives fp32 master gr
   auto base = torch::randn({16, 24});
   auto y32 = m.forward(x, base).detach();
   auto y16 = m.forward(x.to(torch::kBFloat16), base.to(torch::kBFloat16));
-  CHECK(y16.scalar_type() == torch::kBFloat16);
+  CHECK((y16.scalar_type() == torch::kBFloat16));
   auto rel = (y16.detach().to(torch::kFloat32) - y32).abs().max().item<double>() /
              y32.abs().max().item<double>();
   CHECK(rel < 0.03);
   y16.to(torch::kFloat32).sum().backward();
-  CHECK(m.lora_A.grad().scalar_type() == torch::kFloat32);
-  CHECK(m.router_weight.grad().scalar_type() == torch::kFloat32);
+  CHECK((m.lora_A.grad().scalar_type() == torch::kFloat32));
+  CHECK((m.router_weight.grad().scalar_type() == torch::kFloat32));
   CHECK(m.router_weight.grad().abs().sum().item<double>() > 0);
 }
 

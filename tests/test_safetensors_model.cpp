@@ -59,7 +59,7 @@ TEST_CASE("safetensors: bf16, fp16 and fp32 tensors round trip bit for bit") {
   for (const auto& [name, t] : tensors) {
     INFO(name);
     auto back = f->get(name);
-    CHECK(back.scalar_type() == t.scalar_type());
+    CHECK((back.scalar_type() == t.scalar_type()));
     CHECK(back.sizes() == t.sizes());
     CHECK(torch::equal(back, t));
   }

@@ -1,8 +1,10 @@
 #include "ming/data/loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
+#include <thread>
 
 #include "data/rng.h"
 #include "ming/core/error.h"
@@ -133,27 +135,55 @@ std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& option
     st.n_records = static_cast<int64_t>(read.examples.size());
     st.n_bad = read.n_bad;
     std::vector<EncodedExample> kept;
+    // Encoding is the slow part (BPE); records are independent and the tokenizer is safe to
+    // share, so they are encoded on the intra-op threads and then merged in file order.
+    const int64_t n = static_cast<int64_t>(read.examples.size());
+    std::vector<std::vector<EncodedExample>> pieces(n);
+    std::vector<int8_t> truncated(n, 0), dropped(n, 0);
+    std::vector<std::string> errors(n);
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+      for (int64_t i; (i = next.fetch_add(1)) < n;) {
+        const Example& ex = read.examples[i];
+        try {
+          if (ex.is_text) {
+            pieces[i] =
+                chunk_document(encode_document(tokenizer, ex.text, doc_bos), options.cutoff_len);
+          } else {
+            EncodedExample e = encode_conversation(tokenizer, ex.messages, enc);
+            int64_t cut_count = 0;
+            if (cut(e, options.cutoff_len, cut_count))
+              pieces[i].push_back(std::move(e));
+            else
+              dropped[i] = 1;
+            truncated[i] = cut_count > 0;
+          }
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+          if (errors[i].empty()) errors[i] = "encoding failed";
+        }
+      }
+    };
+    const int64_t n_threads =
+        std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / 16));
+    std::vector<std::thread> workers;
+    for (int64_t t = 1; t < n_threads; ++t) workers.emplace_back(work);
+    work();
+    for (auto& w : workers) w.join();
+
     int64_t n_unencodable = 0;
     std::string first_unencodable;
-    for (const Example& ex : read.examples) {
-      std::vector<EncodedExample> pieces;
-      try {
-        if (ex.is_text) {
-          pieces = chunk_document(encode_document(tokenizer, ex.text, doc_bos), options.cutoff_len);
-        } else {
-          EncodedExample e = encode_conversation(tokenizer, ex.messages, enc);
-          if (cut(e, options.cutoff_len, st.n_truncated))
-            pieces.push_back(std::move(e));
-          else
-            ++st.n_dropped;
-        }
-      } catch (const std::exception& e) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (!errors[i].empty()) {
         if (policy == BadExamplePolicy::stop)
-          fail_usage("{}: cannot encode: {}", ex.origin, e.what());
-        if (n_unencodable++ == 0) first_unencodable = fmt::format("{}: {}", ex.origin, e.what());
+          fail_usage("{}: cannot encode: {}", read.examples[i].origin, errors[i]);
+        if (n_unencodable++ == 0)
+          first_unencodable = fmt::format("{}: {}", read.examples[i].origin, errors[i]);
         continue;
       }
-      for (auto& p : pieces) {
+      st.n_truncated += truncated[i];
+      st.n_dropped += dropped[i];
+      for (auto& p : pieces[i]) {
         st.n_tokens += static_cast<int64_t>(p.input_ids.size());
         for (int32_t l : p.labels) st.n_label_tokens += l != kIgnoreIndex;
         kept.push_back(std::move(p));
