@@ -223,7 +223,7 @@ TEST_CASE("adapter io: a MoLoRA adapter keeps MLP projections out of PEFT's targ
   CHECK((store.info(g + "experts.7.lora_B.weight").shape == std::vector<int64_t>{12, 16}));
   CHECK((store.info(g + "router.weight").shape == std::vector<int64_t>{8, 8}));
   CHECK((store.info(g + "router.bias").shape == std::vector<int64_t>{8}));
-  CHECK(store.info(g + "router.weight").dtype == torch::kFloat32);
+  CHECK((store.info(g + "router.weight").dtype == torch::kFloat32));
   CHECK_FALSE(store.contains(g + "lora_A.weight"));
   CHECK(store.names().size() == 4 * 2 + 3 * (8 * 2 + 2));
 }

@@ -244,6 +244,13 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardOptio
     allowed = allowed.view({1, 1, 1, T, S});
     if (mask.defined()) allowed = allowed.logical_and(mask.view({B, 1, 1, 1, S}));
   }
+  if (o.segment_ids.defined()) {
+    TORCH_CHECK(!o.cache && o.segment_ids.sizes() == ids.sizes(),
+                "forward: segment_ids must be (B, T) and cannot be combined with a KV cache");
+    auto seg = o.segment_ids.to(dev);
+    auto same = seg.unsqueeze(2).eq(seg.unsqueeze(1)).logical_and(seg.ne(0).unsqueeze(1));
+    allowed = allowed.logical_and(same.view({B, 1, 1, T, T}));  // (B, 1, 1, T, T)
+  }
 
   auto h = model->embed_tokens(ids);  // (B, T, D)
   auto [cos, sin] = rotary(positions, h.scalar_type());

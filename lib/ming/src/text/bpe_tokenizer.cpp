@@ -342,8 +342,7 @@ class BpeTokenizer final : public Tokenizer {
         }
       }
       if (!s_.unk)
-        fail_usage("{}: character '{}' has no token and the model has no unk token", s_.source,
-                   ch);
+        fail_usage("{}: character '{}' has no token and the model has no unk token", s_.source, ch);
       if (!(s_.fuse_unk && last_unk)) syms.push_back(*s_.unk);
       last_unk = true;
     }

@@ -29,8 +29,8 @@ using sentencepiece::SentencePieceProcessor;
 using sentencepiece::util::Status;
 
 struct SpmLibrary {
-  void (*construct)(void*) = nullptr;                     // SentencePieceProcessor()
-  void (*destroy_status)(void*) = nullptr;                // util::Status::~Status()
+  void (*construct)(void*) = nullptr;                    // SentencePieceProcessor()
+  void (*destroy_status)(void*) = nullptr;               // util::Status::~Status()
   const char* (*status_message)(const void*) = nullptr;  // util::Status::error_message()
   std::string error;
 };
@@ -90,7 +90,6 @@ class Processor {
   SentencePieceProcessor* p_ = nullptr;
 };
 
-
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::filesystem::path& path, const AddedTokens& extra,
@@ -131,7 +130,8 @@ class SentencePieceTokenizer final : public Tokenizer {
         ids.push_back(piece.id);
         continue;
       }
-      check([&] { return sp_->Encode(piece.text, &chunk); }, path_ + ": SentencePiece encode failed");
+      check([&] { return sp_->Encode(piece.text, &chunk); },
+            path_ + ": SentencePiece encode failed");
       ids.insert(ids.end(), chunk.begin(), chunk.end());
     }
     return ids;

@@ -109,7 +109,7 @@ torch::Tensor summed_token_loss(model::CausalLM& model, const data::Batch& batch
   fwd.attention_mask = batch.attention_mask.to(device);
   fwd.position_ids = batch.position_ids.to(device);
   if (batch.segment_ids.defined() && batch.segment_ids.max().item<int64_t>() > 1)
-    fwd.allowed = data::packed_attention_mask(batch.segment_ids).unsqueeze(1).to(device);
+    fwd.segment_ids = batch.segment_ids.to(device);
   auto logits = model->forward(ids, fwd);                           // (B, T, V)
   auto shifted = logits.narrow(1, 0, logits.size(1) - 1);           // (B, T-1, V)
   auto targets = batch.labels.narrow(1, 1, batch.labels.size(1) - 1).to(device);

@@ -56,6 +56,10 @@ struct ForwardOptions {
   // (B, T) int64. Undefined = derived from attention_mask (count of real tokens before each
   // position), or past .. past+T-1 without a mask.
   torch::Tensor position_ids;
+  // (B, T) int64 for packed rows (no cache): a token attends only to earlier tokens with the same
+  // non-zero segment id, so examples packed into one row never see each other. Undefined = one
+  // segment per row.
+  torch::Tensor segment_ids;
   ForwardOutput output = ForwardOutput::logits_all;
 };
 
