@@ -107,7 +107,7 @@ TEST_CASE("merge: output folder has exactly the base's tensor names, shapes, dty
   REQUIRE(base.names() == merged.names());
   for (const auto& name : base.names()) {
     CHECK(base.info(name).shape == merged.info(name).shape);
-    CHECK(base.info(name).dtype == merged.info(name).dtype);
+    CHECK((base.info(name).dtype == merged.info(name).dtype));
   }
   CHECK(io::read_json(tmp / "merged" / "config.json") == config);
   for (const char* f : {"tokenizer.bin", "generation_config.json"})

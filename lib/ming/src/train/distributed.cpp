@@ -3,6 +3,7 @@
 #include "ming/train/distributed.h"
 
 #include <cstdlib>
+#include <optional>
 #include <regex>
 
 #include "ming/core/error.h"

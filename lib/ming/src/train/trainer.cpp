@@ -267,7 +267,9 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       log::info("resume: from {}", dir.string());
       auto weights = io::SafetensorsFile::open(dir / "trainable.safetensors");
       torch::NoGradGuard no_grad;
-      for (auto& [name, param] : base.model->named_parameters()) {
+      for (auto& item : base.model->named_parameters()) {
+        const std::string& name = item.key();
+        torch::Tensor& param = item.value();
         if (!param.requires_grad()) continue;
         if (!weights->find(name))
           fail_usage("checkpoint '{}' has no tensor '{}' (was it written by another config?)",
@@ -330,8 +332,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     if (main_rank) {
       io::StagedDir staged(dir);
       io::NamedTensors weights;
-      for (auto& [name, param] : base.model->named_parameters())
-        if (param.requires_grad()) weights.emplace_back(name, param.detach());
+      for (auto& item : base.model->named_parameters())
+        if (item.value().requires_grad()) weights.emplace_back(item.key(), item.value().detach());
       io::save_safetensors(staged / "trainable.safetensors", weights);
       io::NamedTensors rng;
       for (int r = 0; r < world.world_size; ++r)

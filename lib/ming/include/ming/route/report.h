@@ -66,7 +66,7 @@ struct Heatmap {
   std::string value_name = "share";
 };
 
-// A complete standalone SVG document. UsageError when values.size() != rows * cols.
+// A complete standalone SVG document. ming::Error when values.size() != rows * cols.
 std::string heatmap_svg(const Heatmap& map);
 
 // Escapes &, <, >, " and ' for XML text and attribute values.
