@@ -23,14 +23,18 @@
 #   scripts/gpu-check.sh --prepare      # fills build-gpucarry/ (ignored by git's /build*/):
 #                                       # the dependency bundle (.tar.gz per Debian package) and a
 #                                       # copy of ../shared/data for the tests (about 45 MB)
-# then one call of the device tool's `run`:
-#   command:   scripts/gpu-check.sh --out "$OUT" 2>&1
+# then one call of the device tool's `run` (it runs in the repository root there; $OUT is the
+# folder whose files come back):
+#   command:   scripts/gpu-check.sh --out "$OUT"
 #   carry:     ["build-gpucarry"]
-#   timeout_s: 560
-# What comes back in $OUT: gpu-check.json, gpu-check.txt, gpu-check.log (every step's output).
-# The whole run is planned for about 8 minutes (build ~3, tests ~1, the rest ~3); each step has
-# its own time limit (GPU_CHECK_*_TIMEOUT) so a hang in one cannot eat the others.
-#
+#   timeout_s: 530
+# What comes back in $OUT: gpu-check.json (every figure), gpu-check.txt (the tables) and
+# gpu-check.log (every step's full output). The run stops starting steps at GPU_CHECK_DEADLINE
+# (500 s) and cuts a running one there, so the report is always written; it is planned for about
+# 8 minutes (build ~3, tests ~1, parity + train ~1, benchmarks ~2). Each step also has its own
+# limit (GPU_CHECK_{BUILD,CTEST,PARITY,BENCH}_TIMEOUT). The machine stays warm for 30 s after a
+# call, and the build folder (/tmp/ming-gpu-check/build) with it: to redo some steps at once,
+#   command:   scripts/gpu-check.sh --out "$OUT" --skip-build --only "parity train bench"
 # ---- Here, on the CPU -----------------------------------------------------------------------
 #   scripts/gpu-check.sh --dry-run      # syntax of this script and of the Python helpers, the
 #                                       # probe compiled against a CPU build of libming and run on
@@ -67,8 +71,8 @@ carry=$root/build-gpucarry
 deps_prefix=$work/deps
 jobs=$(nproc 2>/dev/null || echo 2)
 # Seconds after which no step starts and a running one is cut (the device tool's timeout_s should
-# exceed it by ~20 s so that the report still comes back).
-deadline=${GPU_CHECK_DEADLINE:-540}
+# exceed it by ~30 s so that the report still comes back).
+deadline=${GPU_CHECK_DEADLINE:-500}
 [[ $mode == dry && -z "${GPU_CHECK_DEADLINE:-}" ]] && deadline=3600
 
 # Debian packages ming builds against: -dev package -> the runtime libraries it needs.
@@ -398,22 +402,33 @@ step_bench() {
   local batch=${GPU_CHECK_BATCH:-4} seq=${GPU_CHECK_SEQ:-512} rc=0
   if [[ -x $(probe_bin) ]]; then
     ( ming_env
-      t=$("$(probe_bin)" train-step --shape qwen1.5-1.8b --device cuda --dtype bf16 --batch "$batch" --seq "$seq") || exit 1
-      d1=$("$(probe_bin)" decode --shape qwen1.5-1.8b --device cuda --dtype bf16 --adapter ming-moe --new 64) || exit 1
-      d0=$("$(probe_bin)" decode --shape qwen1.5-1.8b --device cuda --dtype bf16 --adapter none --new 64) || exit 1
+      probe_json() {  # one probe run -> its JSON line, or {"error": ...} (and a FAIL later)
+        local o; o=$("$(probe_bin)" "$@" 2>"$work/probe.err") && echo "$o" && return 0
+        echo "{\"error\": \"ming-gpu-probe $1 exited $?: $(tail -n 1 "$work/probe.err" | tr -d '"\\')\"}"
+        cat "$work/probe.err" >&2; return 1
+      }
+      ok=0
+      t=$(probe_json train-step --shape qwen1.5-1.8b --device cuda --dtype bf16 --batch "$batch" --seq "$seq") || ok=1
+      d1=$(probe_json decode --shape qwen1.5-1.8b --device cuda --dtype bf16 --adapter ming-moe --prompt 16 --new 64) || ok=1
+      d0=$(probe_json decode --shape qwen1.5-1.8b --device cuda --dtype bf16 --adapter none --prompt 16 --new 64) || ok=1
       echo "{\"train_step\": $t, \"decode_ming_moe\": $d1, \"decode_none\": $d0}" >"$work/results/bench_ming.json"
       cat "$work/results/bench_ming.json"
-    ) || { echo "ming benchmark failed"; rc=1; }
+      exit $ok
+    ) || { echo "ming benchmark (ming-gpu-probe) failed"; rc=1; }
   else
     echo "no ming-gpu-probe: ming's side not timed"; rc=1
   fi
-  if [[ -x $build_dir/ming-bench ]]; then
-    # Another engineer's tool, when present: its own figures go beside the probe's.
-    ( ming_env; "$build_dir/ming-bench" --shape qwen1.5-1.8b --device cuda --train "$((batch * seq))" --json ) \
-      >"$work/results/ming_bench.json" || { echo "ming-bench failed"; rm -f "$work/results/ming_bench.json"; }
-  fi
   PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu/bench_hf.py" --out "$work/results/bench_hf.json" \
     --batch "$batch" --seq "$seq" || { echo "transformers benchmark failed"; rc=1; }
+  if [[ -x $build_dir/ming-bench ]]; then
+    # Another engineer's tool, when present: its own figures go beside the probe's.
+    # Same shape, batch and length; decode as for transformers' generate above (16-token
+    # prompt, 64 new); --reference both adds ming's own run of MING-MOE's dense path.
+    ( ming_env; timeout 150 "$build_dir/ming-bench" --shape qwen1.5-1.8b --device cuda --dtype bf16 \
+        --train "$((batch * seq))" --train-seq "$seq" --reference both -b 1 -p 16 -n 64 \
+        --adapter-shape none,lora,molora --json ) >"$work/results/ming_bench.json" ||
+      { echo "ming-bench failed (exit $?)"; rm -f "$work/results/ming_bench.json"; rc=1; }
+  fi
   return $rc
 }
 
@@ -520,7 +535,7 @@ case $mode in
     run_step probe 120 step_probe
     run_step parity "${GPU_CHECK_PARITY_TIMEOUT:-150}" step_parity
     run_step train 90 step_train
-    run_step bench "${GPU_CHECK_BENCH_TIMEOUT:-200}" step_bench
+    run_step bench "${GPU_CHECK_BENCH_TIMEOUT:-260}" step_bench
     ;;
 esac
 python3 "$root/scripts/gpu/report.py" summarise --work "$work" --json "$out_dir/gpu-check.json" \

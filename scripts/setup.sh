@@ -44,5 +44,7 @@ generator=()
 command -v ninja >/dev/null && [[ ! -f "$build_dir/Makefile" ]] && generator=(-G Ninja)
 cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE="$build_type" \
   ${Torch_DIR:+-DTorch_DIR="$Torch_DIR"} ${MING_CMAKE_ARGS:-} >/dev/null
-echo "setup: building in $build_dir with $jobs jobs" >&2
-cmake --build "$build_dir" -j "$jobs"
+echo "setup: building ${MING_TARGETS:-everything} in $build_dir with $jobs jobs" >&2
+targets=()
+for t in ${MING_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build_dir" -j "$jobs" "${targets[@]}"

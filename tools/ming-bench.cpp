@@ -13,6 +13,7 @@
 // configuration with the "none" row of the same run. The table goes to stdout (or one JSON object
 // with --json); progress to stderr. Exit status 2 for bad flags or an unreadable model/adapter.
 #include <unistd.h>
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -112,11 +113,12 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
   log::info("ming-bench: {} ({:.1f} M parameters, {}), {} threads, load {}", model_name,
             base_params / 1e6, dtype_name(rt.dtype), torch::get_num_threads(), load_average());
 
-  // The limits, for a GEMM shaped like this model's MLP projection at the run's token count.
-  const int64_t gemm_m = std::max<int64_t>(
-      {f.bench.batch * f.bench.prompt, f.bench.train_tokens > 0 ? f.bench.train_tokens : 0, 256});
-  auto limits = bench::measure_limits(std::min<int64_t>(gemm_m, 2048), config.hidden_size,
-                                      config.intermediate_size, f.bench.reps, f.copy_mb << 20);
+  // The limits, for a GEMM shaped like this model's MLP projection at the run's token count
+  // (at least 512 on every side: a toy model's tiny matmuls would understate the peak).
+  const int64_t tokens = std::max(f.bench.batch * f.bench.prompt, f.bench.train_tokens);
+  auto limits = bench::measure_limits(
+      std::clamp<int64_t>(tokens, 512, 2048), std::max<int64_t>(config.hidden_size, 512),
+      std::max<int64_t>(config.intermediate_size, 512), std::max(3, f.bench.reps), f.copy_mb << 20);
   log::info("limits: GEMM {}x{}x{} bf16 {:.2f} TFLOP/s, fp32 {:.2f} TFLOP/s; copy {:.1f} GB/s",
             limits.gemm_m, limits.gemm_k, limits.gemm_n, limits.gemm_bf16_flops / 1e12,
             limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
@@ -199,31 +201,31 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
     std::printf("%s\n", out.dump(2).c_str());
     return;
   }
-  std::printf("# %s, %s, %d threads, batch %lld, load %s\n", model_name.c_str(),
-              dtype_name(rt.dtype).c_str(), torch::get_num_threads(),
-              static_cast<long long>(f.bench.batch), load_average().c_str());
-  std::printf("# GEMM %lldx%lldx%lld: bf16 %.2f TFLOP/s, fp32 %.2f TFLOP/s; copy %.1f GB/s\n",
-              static_cast<long long>(limits.gemm_m), static_cast<long long>(limits.gemm_k),
-              static_cast<long long>(limits.gemm_n), limits.gemm_bf16_flops / 1e12,
-              limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
-  std::printf(
-      "| %-16s | %-6s | %12s | %-18s | %6s | %7s | %-16s | %7s | %7s | %-16s | %6s | %7s |\n",
-      "adapter", "moe", "trainable", fmt::format("pp{} tok/s", f.bench.prompt).c_str(), "MFU",
-      "x base", fmt::format("tg{} tok/s", f.bench.generate).c_str(), "bound", "x base",
-      fmt::format("train{} tok/s", f.bench.train_tokens).c_str(), "MFU", "x sparse");
+  fmt::print("# {}, {}, {} threads, batch {}, load {}\n", model_name, dtype_name(rt.dtype),
+             torch::get_num_threads(), f.bench.batch, load_average());
+  fmt::print("# GEMM {}x{}x{}: bf16 {:.2f} TFLOP/s, fp32 {:.2f} TFLOP/s; copy {:.1f} GB/s\n",
+             limits.gemm_m, limits.gemm_k, limits.gemm_n, limits.gemm_bf16_flops / 1e12,
+             limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
+  const auto line = [](const std::vector<std::string>& cells) {
+    // Widths of: adapter, moe, trainable, pp, MFU, x base, tg, bound, x base, train, MFU, x sparse
+    static const int widths[] = {-16, -6, 10, 18, 6, 7, 16, 6, 7, 16, 6, 8};
+    std::string out = "|";
+    for (size_t i = 0; i < cells.size(); ++i)
+      out += widths[i] < 0 ? fmt::format(" {:<{}} |", cells[i], -widths[i])
+                           : fmt::format(" {:>{}} |", cells[i], widths[i]);
+    fmt::print("{}\n", out);
+  };
+  line({"adapter", "moe", "trainable", fmt::format("pp{} tok/s", f.bench.prompt), "MFU", "x base",
+        fmt::format("tg{} tok/s", f.bench.generate), "bound", "x base",
+        fmt::format("train{} tok/s", f.bench.train_tokens), "MFU", "x sparse"});
   for (const auto& r : rows)
-    std::printf(
-        "| %-16s | %-6s | %12lld | %-18s | %6s | %7s | %-16s | %7s | %7s | %-16s | %6s | %7s |\n",
-        r.adapter.c_str(), r.mixture.c_str(), static_cast<long long>(r.trainable_parameters),
-        rate(r.prefill).c_str(), percent(r.prefill, r.prefill_mfu).c_str(),
-        ratio(r.prefill_vs_base).c_str(), rate(r.decode).c_str(),
-        percent(r.decode, r.decode_bound_fraction).c_str(), ratio(r.decode_vs_base).c_str(),
-        rate(r.train).c_str(), percent(r.train, r.train_mfu).c_str(),
-        ratio(r.train_vs_sparse).c_str());
+    line({r.adapter, r.mixture, std::to_string(r.trainable_parameters), rate(r.prefill),
+          percent(r.prefill, r.prefill_mfu), ratio(r.prefill_vs_base), rate(r.decode),
+          percent(r.decode, r.decode_bound_fraction), ratio(r.decode_vs_base), rate(r.train),
+          percent(r.train, r.train_mfu), ratio(r.train_vs_sparse)});
 }
 
 }  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"ming-bench: prefill, decode and training throughput against the machine's limits",
                "ming-bench"};

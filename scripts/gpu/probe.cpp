@@ -12,7 +12,8 @@
 //                             [--iters N] [--device D] [--dtype bf16|fp32]
 //       one optimizer step (forward, token cross-entropy, backward, AdamW) of a frozen random base
 //       with MING-MOE's default adapter layout; prints one JSON object.
-//   ming-gpu-probe decode [--shape ...] [--batch B] [--prompt N] [--new N] [--adapter ming-moe|none]
+//   ming-gpu-probe decode [--shape ...] [--batch B] [--prompt N] [--new N]
+//                         [--adapter ming-moe|none]
 //       greedy KV-cache decode tokens/s; prints one JSON object.
 // Results go to stdout as JSON (one line); logs to stderr; exit 2 on bad arguments.
 #include <algorithm>
@@ -178,7 +179,8 @@ int cmd_random_model(const std::map<std::string, std::string>& f) {
       torch::NoGradGuard no_grad;
       for (auto& p : injected.parameters) p.normal_(0.0, 0.05);
     }
-    ming::adapt::save_adapter(adapter_out, *model, ming::adapt::AdapterConfig{}, required(f, "out"));
+    ming::adapt::save_adapter(adapter_out, *model, ming::adapt::AdapterConfig{},
+                              required(f, "out"));
     report["adapter_out"] = adapter_out;
     report["adapter_parameters"] = injected.n_trainable;
   }
