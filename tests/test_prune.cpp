@@ -96,6 +96,8 @@ TEST_CASE("prune: drops experts below the threshold with their router rows, keep
     torch::NoGradGuard g;
     b->router_bias[1] = -1e9;
   }
+  a->eval();
+  b->eval();
   auto x = torch::randn({2, 5, 8});
   auto base = torch::randn({2, 5, 12});
   CHECK(torch::allclose(a->forward(x, base), b->forward(x, base), 1e-5, 1e-6));
@@ -131,6 +133,7 @@ TEST_CASE("prune: k is lowered when fewer experts remain; one expert left become
           b->scaling();
       CHECK(torch::allclose(lora->delta_weight(), expected, 1e-5, 1e-6));
       // And the same function: top-1 over one expert always gives it gate 1.
+      lora->eval();
       auto x = torch::randn({3, 8});
       auto base = torch::zeros({3, 12});
       CHECK(torch::allclose(lora->forward(x, base), torch::mm(x, expected.t()), 1e-5, 1e-6));
