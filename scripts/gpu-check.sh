@@ -25,7 +25,7 @@
 #                                       # copy of ../shared/data for the tests (about 45 MB)
 # then one call of the device tool's `run` (it runs in the repository root there; $OUT is the
 # folder whose files come back):
-#   command:   scripts/gpu-check.sh --out "$OUT"
+#   command:   bash scripts/gpu-check.sh --out "$OUT"
 #   carry:     ["build-gpucarry"]
 #   timeout_s: 530
 # What comes back in $OUT: gpu-check.json (every figure), gpu-check.txt (the tables) and
@@ -34,7 +34,7 @@
 # 8 minutes (build ~3, tests ~1, parity + train ~1, benchmarks ~2). Each step also has its own
 # limit (GPU_CHECK_{BUILD,CTEST,PARITY,BENCH}_TIMEOUT). The machine stays warm for 30 s after a
 # call, and the build folder (/tmp/ming-gpu-check/build) with it: to redo some steps at once,
-#   command:   scripts/gpu-check.sh --out "$OUT" --skip-build --only "parity train bench"
+#   command:   bash scripts/gpu-check.sh --out "$OUT" --skip-build --only "parity train bench"
 # ---- Here, on the CPU -----------------------------------------------------------------------
 #   scripts/gpu-check.sh --dry-run      # syntax of this script and of the Python helpers, the
 #                                       # probe compiled against a CPU build of libming and run on
