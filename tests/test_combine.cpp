@@ -258,10 +258,10 @@ TEST_CASE("upcycle: expert i equals adapter i on the targets, others are the exa
   std::vector<std::map<std::string, torch::Tensor>> inputs = {deltas(tmp / "a"), deltas(tmp / "b"),
                                                               deltas(tmp / "c")};
   // Loadable into a model, trainable, with the MoLoRA layout asked for.
-  test::TinyDecoder model(2, 8, 12);
+  auto model = std::make_shared<test::TinyDecoder>(2, 8, 12);
   LoadAdapterOptions trainable;
   trainable.trainable = true;
-  auto loaded = load_adapter(model, tmp / "moe", trainable);
+  auto loaded = load_adapter(*model, tmp / "moe", trainable);
   CHECK(loaded.injected.n_trainable > 0);
   int n_moe = 0, n_lora = 0;
   for (auto& [path, adapter] : loaded.injected.adapters) {

@@ -299,19 +299,21 @@ TEST_CASE("ming-merge merge: bad inputs exit 2 with the reason and leave no outp
   CHECK(r.err.find("wrong shape") != std::string::npos);
   CHECK(test::no_output_left(tmp / "out"));
 
-  // --experts-to-dense usage with a route-stats file that does not exist.
+  // --experts-to-dense usage with a route-stats file that does not exist: refused before any
+  // model is loaded (checked in-process; the CLI maps UsageError to exit 2 as above).
   test::write_random_adapter(tmp / "base", tmp / "adapter", small_molora());
-  r = test::run_command(tool + " merge --base " + (tmp / "base").string() + " --adapter " +
-                        (tmp / "adapter").string() + " -o " + (tmp / "out").string() +
-                        " --experts-to-dense usage --route-stats " + (tmp / "nope.json").string());
-  CHECK(r.exit_code == 2);
-  CHECK(r.err.find("nope.json") != std::string::npos);
+  MergeOptions o = merge_options(tmp);
+  o.output = tmp / "out";
+  o.experts_to_dense = ExpertsToDense::usage;
+  o.route_stats = tmp / "nope.json";
+  CHECK_THROWS_WITH_AS(merge(o), doctest::Contains("nope.json"), UsageError);
   CHECK(test::no_output_left(tmp / "out"));
 
   // Success through the CLI: the tool says the experts were kept.
   r = test::run_command(tool + " merge --base " + (tmp / "base").string() + " --adapter " +
                         (tmp / "adapter").string() + " -o " + (tmp / "out").string());
   CHECK(r.exit_code == 0);
+  CHECK(io::Json::parse(r.out)["molora_kept"] == 6);
   CHECK(r.err.find("experts-adapter") != std::string::npos);
   CHECK(fs::exists(tmp / "out" / "experts-adapter" / "adapter_config.json"));
 }

@@ -91,11 +91,12 @@ inline void write_tiny_decoder_adapter(const std::filesystem::path& dir,
                                        const adapt::AdapterConfig& config, uint64_t seed,
                                        int64_t hidden = 8, int64_t intermediate = 12,
                                        double scale = 0.3) {
-  TinyDecoder model(2, hidden, intermediate);
+  // Held by a shared_ptr: inject_adapters walks named_modules(include_self = true).
+  auto model = std::make_shared<TinyDecoder>(2, hidden, intermediate);
   torch::manual_seed(seed);
-  auto injected = adapt::inject_adapters(model, config);
+  auto injected = adapt::inject_adapters(*model, config);
   randomise(injected, scale);
-  adapt::save_adapter(dir, model, config, "tiny-decoder");
+  adapt::save_adapter(dir, *model, config, "tiny-decoder");
 }
 
 // True when `dir` and any "<dir>.tmp-*" staging folder are absent.

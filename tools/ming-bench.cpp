@@ -119,7 +119,7 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
   auto limits = bench::measure_limits(
       std::clamp<int64_t>(tokens, 512, 2048), std::max<int64_t>(config.hidden_size, 512),
       std::max<int64_t>(config.intermediate_size, 512), std::max(3, f.bench.reps), f.copy_mb << 20);
-  log::info("limits: GEMM {}x{}x{} bf16 {:.2f} TFLOP/s, fp32 {:.2f} TFLOP/s; copy {:.1f} GB/s",
+  log::info("limits: GEMM {}x{}x{} bf16 {:.3g} TFLOP/s, fp32 {:.3g} TFLOP/s; copy {:.1f} GB/s",
             limits.gemm_m, limits.gemm_k, limits.gemm_n, limits.gemm_bf16_flops / 1e12,
             limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
 
@@ -203,7 +203,7 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
   }
   fmt::print("# {}, {}, {} threads, batch {}, load {}\n", model_name, dtype_name(rt.dtype),
              torch::get_num_threads(), f.bench.batch, load_average());
-  fmt::print("# GEMM {}x{}x{}: bf16 {:.2f} TFLOP/s, fp32 {:.2f} TFLOP/s; copy {:.1f} GB/s\n",
+  fmt::print("# GEMM {}x{}x{}: bf16 {:.3g} TFLOP/s, fp32 {:.3g} TFLOP/s; copy {:.1f} GB/s\n",
              limits.gemm_m, limits.gemm_k, limits.gemm_n, limits.gemm_bf16_flops / 1e12,
              limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
   const auto line = [](const std::vector<std::string>& cells) {
