@@ -7,6 +7,7 @@
 
 #include "ming/adapt/adapter_io.h"
 #include "ming/adapt/config.h"
+#include "ming/core/error.h"
 #include "ming/eval/report.h"
 #include "ming/eval/runner.h"
 #include "ming/eval/scorer.h"

@@ -28,7 +28,9 @@ constexpr const char* kPrefix = "base_model.model.";
 std::vector<std::pair<std::string, model::ProjectionImpl*>> adapted_projections(
     torch::nn::Module& module) {
   std::vector<std::pair<std::string, model::ProjectionImpl*>> out;
-  for (const auto& item : module.named_modules("", true))
+  if (auto* p = dynamic_cast<model::ProjectionImpl*>(&module); p && p->adapter())
+    out.emplace_back(p->name(), p);
+  for (const auto& item : module.named_modules("", /*include_self=*/false))
     if (auto* p = dynamic_cast<model::ProjectionImpl*>(item.value().get()); p && p->adapter())
       out.emplace_back(p->name(), p);
   return out;

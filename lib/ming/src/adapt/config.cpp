@@ -135,8 +135,10 @@ const T* find_pattern(const std::vector<std::pair<std::string, T>>& patterns,
 }
 
 std::vector<std::pair<std::string, model::ProjectionImpl*>> projections(torch::nn::Module& module) {
+  // include_self=false: the root may live on the stack (named_modules would need a shared_ptr).
   std::vector<std::pair<std::string, model::ProjectionImpl*>> out;
-  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
+  if (auto* p = dynamic_cast<model::ProjectionImpl*>(&module)) out.emplace_back(p->name(), p);
+  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
     auto* p = dynamic_cast<model::ProjectionImpl*>(item.value().get());
     if (p) out.emplace_back(p->name(), p);
   }

@@ -156,7 +156,8 @@ std::string heatmap_svg(const Heatmap& map) {
   const double grid_w = cell_w * cols, grid_h = cell_h * rows;
   const double legend_x = left + grid_w + 24, legend_w = 16;
   const double legend_h = std::max(grid_h, 120.0);
-  const double width = legend_x + legend_w + 70;
+  // The title must fit too (it is often longer than a small grid is wide).
+  const double width = std::max(legend_x + legend_w + 70, 20 + text_width(map.title, 14));
   const double height = top + std::max(grid_h, legend_h) + col_label_h + 30;
   const bool show_values = cell_w >= 34 && cell_h >= 16;
   const auto& stops = map.diverging ? red_blue() : viridis();
@@ -172,8 +173,8 @@ std::string heatmap_svg(const Heatmap& map) {
       width, height, width, height, font);
   s += fmt::format("<title>{}</title>\n", xml_escape(map.title));
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += fmt::format("<text x=\"{:.1f}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n",
-                   left, xml_escape(map.title));
+  s += fmt::format("<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n",
+                   xml_escape(map.title));
   // Cells.
   s += "<g class=\"cells\" stroke=\"white\" stroke-width=\"0.5\">\n";
   for (size_t r = 0; r < rows; ++r)
