@@ -11,6 +11,7 @@
 #include <ming/core/error.h>
 #include <ming/eval/report.h>
 #include <ming/eval/runner.h>
+#include <ming/eval/sft.h>
 #include <ming/io/json.h>
 
 #include "common/cli.h"
@@ -21,7 +22,28 @@ struct EvalFlags {
   ming::eval::RunOptions run;
   std::string prompt_format = "auto", choice_norm = "none";
   std::vector<std::string> compare;
+  std::filesystem::path export_sft;
+  int64_t max_per_task = 0;
 };
+
+// --export-sft: the tasks' records as training conversations (no model involved).
+void export_sft(const EvalFlags& f, uint64_t seed) {
+  if (f.run.tasks.empty()) throw ming::UsageError("--export-sft needs --tasks");
+  std::vector<ming::eval::TaskSpec> specs;
+  for (const auto& t : f.run.tasks) specs.push_back(ming::eval::load_task_spec(t));
+  ming::eval::SftExportOptions o;
+  o.suite_dir = f.run.suite_dir;
+  o.split = f.run.split.empty() ? "train" : f.run.split;
+  o.max_per_task = f.max_per_task;
+  o.seed = seed;
+  int64_t total = 0;
+  for (const auto& [task, n] : ming::eval::export_sft(specs, o, f.export_sft)) {
+    std::fprintf(stderr, "export: %-20s %6lld\n", task.c_str(), static_cast<long long>(n));
+    total += n;
+  }
+  std::fprintf(stdout, "wrote %lld conversations to %s\n", static_cast<long long>(total),
+               f.export_sft.string().c_str());
+}
 
 void compare(const EvalFlags& f) {
   auto c = ming::eval::compare_runs(f.compare[0], f.compare[1], f.run.bootstrap);
@@ -86,6 +108,18 @@ int main(int argc, char** argv) {
   app.add_option("--compare", f.compare, "compare two runs: A/metrics.json B/metrics.json")
       ->expected(2)
       ->excludes(model);
+  app.add_option("--export-sft", f.export_sft,
+                 "write the tasks' --split (default train) as training conversations to FILE")
+      ->excludes(model);
+  app.add_option("--max-per-task", f.max_per_task,
+                 "with --export-sft: at most N records per task (seeded sample; 0 = all)");
   ming::cli::add_runtime_flags(app, rf);
-  return ming::cli::run(app, argc, argv, [&] { f.compare.empty() ? evaluate(f, rf) : compare(f); });
+  return ming::cli::run(app, argc, argv, [&] {
+    if (!f.export_sft.empty())
+      export_sft(f, rf.seed);
+    else if (!f.compare.empty())
+      compare(f);
+    else
+      evaluate(f, rf);
+  });
 }

@@ -164,30 +164,102 @@ int64_t max_length_of(const model::LoadedModel& m, const ScorerOptions& o) {
   return o.max_length > 0 ? o.max_length : m.config.max_position_embeddings;
 }
 
-// Log-probabilities of the next token after each context: one forward over left-padded
-// contexts (the last max_len tokens of each), (B, V) fp32 on the CPU.
-torch::Tensor next_token_logprobs(model::CausalLM& model,
-                                  const std::vector<const std::vector<int64_t>*>& contexts,
-                                  int64_t max_len) {
+// Scores every continuation of each example after its shared context with one forward over the
+// contexts and one over the continuations: the context's keys and values are computed once,
+// copied to one cache row per multi-token continuation, and the continuations run on top of
+// them. Multiple-choice prompts are long and options short, so this costs about one forward per
+// question instead of one per option. Same positions and masking as gen::score (left padding,
+// positions counted over real tokens); a context longer than max_len - (longest continuation - 1)
+// loses tokens from the left. Returns per example, per continuation (logprob, tokens, greedy).
+std::vector<std::vector<gen::ScoreResult>> score_shared_context(
+    model::CausalLM& model, const std::vector<const std::vector<int64_t>*>& contexts,
+    const std::vector<std::vector<const std::vector<int64_t>*>>& conts, int64_t max_len) {
   const int64_t B = static_cast<int64_t>(contexts.size());
-  int64_t T = 0;
-  for (const auto* c : contexts) T = std::max<int64_t>(T, std::min<int64_t>(c->size(), max_len));
-  auto ids = torch::zeros({B, T}, kLong);   // (B, T)
-  auto mask = torch::zeros({B, T}, kLong);  // (B, T) 1 = real token
+  int64_t T = 0, C = 1;
+  std::vector<int64_t> keep(B);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t longest = 1;
+    for (const auto* c : conts[b]) longest = std::max<int64_t>(longest, c->size());
+    C = std::max(C, longest);
+    keep[b] = std::max<int64_t>(1, std::min<int64_t>(contexts[b]->size(), max_len - (longest - 1)));
+    T = std::max(T, keep[b]);
+  }
+  const int64_t L = C - 1;                      // continuation inputs after the first token
+  auto ids = torch::zeros({B, T}, kLong);       // (B, T) left-padded contexts
+  auto mask = torch::zeros({B, T + L}, kLong);  // (B, T + L) 1 = real token
   for (int64_t b = 0; b < B; ++b) {
     const auto& c = *contexts[b];
-    const int64_t L = std::min<int64_t>(c.size(), max_len);
     ids[b]
-        .narrow(0, T - L, L)
-        .copy_(torch::tensor(std::vector<int64_t>(c.end() - L, c.end()), kLong));
-    mask[b].narrow(0, T - L, L).fill_(1);
+        .narrow(0, T - keep[b], keep[b])
+        .copy_(torch::tensor(std::vector<int64_t>(c.end() - keep[b], c.end()), kLong));
+    mask[b].narrow(0, T - keep[b], keep[b]).fill_(1);
   }
   const auto device = model->device();
+  auto cache = model->new_cache(B, T + L);
   model::ForwardOptions fo;
-  fo.attention_mask = mask.to(device);
+  fo.cache = &cache;
+  fo.attention_mask = mask.narrow(1, 0, T).to(device);
   fo.output = model::ForwardOutput::logits_last;
-  auto logits = model->forward(ids.to(device), fo);                                // (B, 1, V)
-  return logits.select(1, 0).to(torch::kFloat32).log_softmax(-1).to(torch::kCPU);  // (B, V)
+  // (B, V): the distribution of every continuation's first token.
+  auto first = model->forward(ids.to(device), fo)
+                   .select(1, 0)
+                   .to(torch::kFloat32)
+                   .log_softmax(-1)
+                   .to(torch::kCPU);
+  auto first_best = first.argmax(-1);
+  auto fa = first.accessor<float, 2>();
+  auto fb = first_best.accessor<int64_t, 1>();
+
+  std::vector<std::vector<gen::ScoreResult>> out(B);
+  std::vector<int64_t> rows;                      // cache row per multi-token continuation
+  std::vector<std::pair<int64_t, size_t>> owner;  // (example, choice) of each row
+  for (int64_t b = 0; b < B; ++b) {
+    for (size_t k = 0; k < conts[b].size(); ++k) {
+      const auto& c = *conts[b][k];
+      gen::ScoreResult r;
+      r.tokens = static_cast<int64_t>(c.size());
+      r.logprob = fa[b][c[0]];
+      r.greedy = fb[b] == c[0];
+      out[b].push_back(r);
+      if (c.size() > 1) {
+        rows.push_back(b);
+        owner.push_back({b, k});
+      }
+    }
+  }
+  if (rows.empty()) return out;
+  const int64_t R = static_cast<int64_t>(rows.size());
+  auto row_index = torch::tensor(rows, kLong);
+  cache.select_rows(row_index.to(device));           // repeated rows copy the shared context
+  auto cont_ids = torch::zeros({R, L}, kLong);       // (R, L) cont[0 .. n-2], right-padded
+  auto cont_mask = mask.index_select(0, row_index);  // (R, T + L)
+  for (int64_t r = 0; r < R; ++r) {
+    const auto& c = *conts[owner[r].first][owner[r].second];
+    const int64_t n = static_cast<int64_t>(c.size()) - 1;
+    cont_ids[r].narrow(0, 0, n).copy_(
+        torch::tensor(std::vector<int64_t>(c.begin(), c.end() - 1), kLong));
+    cont_mask[r].narrow(0, T, n).fill_(1);
+  }
+  model::ForwardOptions fo2;
+  fo2.cache = &cache;
+  fo2.attention_mask = cont_mask.to(device);
+  fo2.output = model::ForwardOutput::logits_all;
+  auto lp = model->forward(cont_ids.to(device), fo2)
+                .to(torch::kFloat32)
+                .log_softmax(-1)
+                .to(torch::kCPU);  // (R, L, V)
+  auto best = lp.argmax(-1);       // (R, L)
+  auto la = lp.accessor<float, 3>();
+  auto ba = best.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < R; ++r) {
+    const auto& c = *conts[owner[r].first][owner[r].second];
+    auto& res = out[owner[r].first][owner[r].second];
+    for (size_t j = 1; j < c.size(); ++j) {
+      res.logprob += la[r][j - 1][c[j]];
+      res.greedy = res.greedy && ba[r][j - 1] == c[j];
+    }
+  }
+  return out;
 }
 
 void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records, size_t begin,
@@ -195,15 +267,15 @@ void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records,
                    const std::vector<PromptUnits>& units, std::vector<ExampleResult>& results) {
   const auto& tok = *m.tokenizer;
   const int64_t max_len = max_length_of(m, o);
-  // Per example: its choices' requests; examples whose choices are all one token after the
-  // unchanged prompt take the one-forward path.
+  // Per example: its choices' requests; examples whose choices all follow the unchanged prompt
+  // share one context forward (score_shared_context), the others go through gen::score.
   std::vector<std::vector<gen::ScoreRequest>> requests(end - begin);
   std::vector<size_t> fast, slow;
   for (size_t i = begin; i < end; ++i) {
     auto& res = results[i];
     const auto& u = units[i - begin];
     const Choices c = record_choices(spec, records[i].data);
-    bool one_token = true;
+    bool shared = true;
     for (size_t k = 0; k < c.continuations.size(); ++k) {
       ChoiceScore cs;
       cs.key = c.keys[k];
@@ -214,27 +286,27 @@ void score_choices(const TaskSpec& spec, const std::vector<TaskRecord>& records,
             "task {}: record '{}' (line {}): choice '{}' encodes to no tokens after the "
             "prompt",
             spec.name, records[i].id, records[i].line, cs.key);
-      one_token = one_token && req.continuation.size() == 1 && req.context == u.prompt.ids;
+      shared = shared && req.context == u.prompt.ids;
       cs.tokens = static_cast<int64_t>(req.continuation.size());
       res.choices.push_back(std::move(cs));
       requests[i - begin].push_back(std::move(req));
     }
-    (one_token ? fast : slow).push_back(i);
+    (shared ? fast : slow).push_back(i);
   }
   if (!fast.empty()) {
     std::vector<const std::vector<int64_t>*> contexts;
-    for (size_t i : fast) contexts.push_back(&requests[i - begin][0].context);
-    auto lp = next_token_logprobs(m.model, contexts, max_len);  // (B, V)
-    auto best = lp.argmax(-1);                                  // (B)
-    for (size_t b = 0; b < fast.size(); ++b) {
-      auto& res = results[fast[b]];
-      const auto& reqs = requests[fast[b] - begin];
-      for (size_t k = 0; k < reqs.size(); ++k) {
-        const int64_t id = reqs[k].continuation[0];
-        res.choices[k].logprob = lp[b][id].item<double>();
-        res.choices[k].greedy = best[b].item<int64_t>() == id;
-      }
+    std::vector<std::vector<const std::vector<int64_t>*>> conts;
+    for (size_t i : fast) {
+      contexts.push_back(&units[i - begin].prompt.ids);
+      conts.emplace_back();
+      for (const auto& r : requests[i - begin]) conts.back().push_back(&r.continuation);
     }
+    auto scored = score_shared_context(m.model, contexts, conts, max_len);
+    for (size_t b = 0; b < fast.size(); ++b)
+      for (size_t k = 0; k < scored[b].size(); ++k) {
+        results[fast[b]].choices[k].logprob = scored[b][k].logprob;
+        results[fast[b]].choices[k].greedy = scored[b][k].greedy;
+      }
   }
   if (!slow.empty()) {
     std::vector<gen::ScoreRequest> flat;

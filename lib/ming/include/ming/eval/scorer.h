@@ -3,8 +3,8 @@
 //   loglik_choice  log p(continuation | prompt) of every choice (" A", " B", ... or the option
 //                  texts); the prediction is the argmax of the sum, or of the sum divided by the
 //                  continuation's tokens or characters (ChoiceNorm). When every choice of an
-//                  example is one token after the same prompt tokens (option letters, the usual
-//                  case) one forward over the prompt gives them all; otherwise each
+//                  example follows the same prompt tokens (the usual case) the prompt runs once
+//                  and the choices continue from copies of its KV cache; otherwise each
 //                  (prompt, choice) pair goes through gen::score.
 //   generate       batched generation (greedy unless sampling options say otherwise) with the
 //                  task's max_new_tokens and stop strings, then the task's answer parser.
