@@ -3,10 +3,10 @@
 
 #include <torch/torch.h>
 
-#include "test_adapter_model.h"
 #include "ming/adapt/config.h"
 #include "ming/core/error.h"
 #include "support.h"
+#include "test_adapter_model.h"
 
 using namespace ming::adapt;
 using ming::test::TinyDecoder;

@@ -7,12 +7,12 @@
 
 #include <torch/torch.h>
 
-#include "test_adapter_model.h"
 #include "ming/adapt/adapter_io.h"
 #include "ming/core/error.h"
 #include "ming/io/json.h"
 #include "ming/io/safetensors.h"
 #include "support.h"
+#include "test_adapter_model.h"
 
 using namespace ming::adapt;
 using ming::test::TempDir;
@@ -437,7 +437,7 @@ TEST_CASE("adapter io: imports MING-MOE's released format (PEFT folder + non_lor
     CHECK(g.alpha == 8.0);
     CHECK(g.router_bias);
     CHECK((loaded.config.groups[1].targets ==
-          std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
+           std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
     // gate_proj's MoLoRA output equals MING's formula computed here from the raw tensors.
     auto gate = m.layers[0].gate;
     auto molora = std::dynamic_pointer_cast<MoloraAdapter>(gate->adapter());

@@ -80,48 +80,49 @@ TEST_CASE("chat cli: piped stdin gives one answer per line, as one-shot runs do"
   CHECK(stopped.out == answer.substr(0, answer.find(stop)) + "\n");
 }
 
-TEST_CASE("chat cli: bad input exits 2 with one line naming the problem") {
+static bool one_line(const test::CommandResult& r) {
+  return std::count(r.err.begin(), r.err.end(), '\n') == 1;
+}
+
+TEST_CASE("chat cli: a non-UTF-8 prompt or a missing model exits 2 with one line") {
+  test::TempDir tmp;
+  // The prompt is checked before the model is read.
+  auto r = test::run_command(chat(tmp / "stories") + " --prompt \"$(printf 'caf\\351')\"");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--prompt: not valid UTF-8") != std::string::npos);
+  CHECK(one_line(r));
+  r = test::run_command(chat(tmp / "nope") + " --prompt hi");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("nope") != std::string::npos);
+  CHECK(one_line(r));
+}
+
+TEST_CASE("chat cli: bad stdin, unknown architecture and truncated weights exit 2 with one line") {
   test::TempDir tmp;
   import_stories(tmp / "stories");
-  auto one_line = [](const test::CommandResult& r) {
-    return std::count(r.err.begin(), r.err.end(), '\n') == 1;
-  };
-  SUBCASE("non-UTF-8 prompt") {
-    auto r = test::run_command(chat(tmp / "stories") + " --prompt \"$(printf 'caf\\351')\"");
-    CHECK(r.exit_code == 2);
-    CHECK(r.err.find("UTF-8") != std::string::npos);
-    CHECK(one_line(r));
-  }
-  SUBCASE("non-UTF-8 stdin line") {
-    auto r = test::run_command("printf 'ok\\n\\376\\n' | " + chat(tmp / "stories") + " -n 2");
-    CHECK(r.exit_code == 2);
-    CHECK(r.err.find("stdin line 2") != std::string::npos);
-    CHECK(one_line(r));
-  }
-  SUBCASE("missing model folder") {
-    auto r = test::run_command(chat(tmp / "nope") + " --prompt hi");
-    CHECK(r.exit_code == 2);
-    CHECK(r.err.find("nope") != std::string::npos);
-    CHECK(one_line(r));
-  }
-  SUBCASE("unknown architecture") {
-    auto j = io::read_json(tmp / "stories" / "config.json");
-    j["model_type"] = "gpt_neox";
-    j.erase("architectures");
-    io::write_json(tmp / "stories" / "config.json", j);
-    auto r = test::run_command(chat(tmp / "stories") + " --prompt hi");
-    CHECK(r.exit_code == 2);
-    CHECK(r.err.find("config.json") != std::string::npos);
-    CHECK(r.err.find("model_type") != std::string::npos);
-    CHECK(one_line(r));
-  }
-  SUBCASE("truncated weights") {
-    auto st = tmp / "stories" / "model.safetensors";
-    auto bytes = test::read_text(st);
-    test::write_text(st, bytes.substr(0, bytes.size() / 2));
-    auto r = test::run_command(chat(tmp / "stories") + " --prompt hi");
-    CHECK(r.exit_code == 2);
-    CHECK(r.err.find("model.safetensors") != std::string::npos);
-    CHECK(one_line(r));
-  }
+  auto r = test::run_command("printf 'ok\\n\\376\\n' | " + chat(tmp / "stories") + " -n 2");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("stdin line 2") != std::string::npos);
+  CHECK(one_line(r));
+
+  const auto config = tmp / "stories" / "config.json";
+  const auto original = io::read_json(config);
+  auto j = original;
+  j["model_type"] = "gpt_neox";
+  j.erase("architectures");
+  io::write_json(config, j);
+  r = test::run_command(chat(tmp / "stories") + " --prompt hi");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("config.json") != std::string::npos);
+  CHECK(r.err.find("model_type") != std::string::npos);
+  CHECK(one_line(r));
+
+  io::write_json(config, original);
+  auto st = tmp / "stories" / "model.safetensors";
+  auto bytes = test::read_text(st);
+  test::write_text(st, bytes.substr(0, bytes.size() / 2));
+  r = test::run_command(chat(tmp / "stories") + " --prompt hi");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("model.safetensors") != std::string::npos);
+  CHECK(one_line(r));
 }

@@ -60,9 +60,9 @@ struct MoloraOptions {
   double jitter = 0.0;  // training only: router input *= U(1 - jitter, 1 + jitter) (Switch)
 };
 
-// How the expert A stage runs (see MoloraAdapter::forward's comment for the measurements).
+// How the expert A stage (A_e x) runs.
 enum class DispatchA {
-  automatic,  // pick by shape
+  automatic,  // currently dense (the faster on CPU in every measured shape; see molora.cpp)
   dense,      // x (N, D) @ [A_0; ...; A_{E-1}]^T in one matmul, then pick the routed rows
   gathered,   // gather each expert's tokens, (n_e, D) @ A_e^T
 };
