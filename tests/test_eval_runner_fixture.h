@@ -98,7 +98,7 @@ inline std::string toy_gen_yaml() {
          "  max_new_tokens: 6\n";
 }
 
-// Perplexity of the first option's text as the reference.
+// Perplexity of each record's reference sentence given its question.
 inline std::string toy_ppl_yaml() {
   return "name: toy-ppl\n"
          "language: en\n"

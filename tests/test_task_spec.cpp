@@ -57,7 +57,7 @@ TEST_CASE("task spec: every file under share/tasks loads and is named after its 
     CHECK(task_data_path(spec, "/s").string().rfind("/s/", 0) == 0);
   }
   TaskSpec pc = load_task_spec("promptcblue", share);
-  CHECK(pc.metrics == std::vector<Metric>{Metric::promptcblue});
+  CHECK((pc.metrics == std::vector<Metric>{Metric::promptcblue}));
   CHECK(pc.split == "dev");
 }
 

@@ -290,8 +290,24 @@ json metrics_json(const std::vector<TaskReport>& tasks, const json& run,
 
 std::string format_table(const json& doc) {
   std::vector<std::vector<std::string>> rows = {{"task", "n", "metric", "value [95% CI]"}};
-  for (const auto& [name, t] : doc.at("tasks").items()) {
-    for (const auto& [mname, m] : t.at("metrics").items()) {
+  // Tasks in the order they ran, each with its primary metric first (JSON objects are sorted).
+  std::vector<std::string> order;
+  if (doc.contains("run") && doc["run"].contains("tasks"))
+    for (const auto& n : doc["run"]["tasks"])
+      if (doc.at("tasks").contains(n.get<std::string>())) order.push_back(n.get<std::string>());
+  if (order.size() != doc.at("tasks").size()) {
+    order.clear();
+    for (const auto& [name, t] : doc.at("tasks").items()) order.push_back(name);
+  }
+  for (const auto& name : order) {
+    const json& t = doc.at("tasks").at(name);
+    std::vector<std::string> metric_order;
+    const std::string primary = t.value("primary", "");
+    if (t.at("metrics").contains(primary)) metric_order.push_back(primary);
+    for (const auto& [mname, m] : t.at("metrics").items())
+      if (mname != primary) metric_order.push_back(mname);
+    for (const auto& mname : metric_order) {
+      const json& m = t.at("metrics").at(mname);
       Metric metric = metric_named(mname, "metrics.json");
       const double v = json_value(m, "value"), lo = json_value(m, "ci_low"),
                    hi = json_value(m, "ci_high");

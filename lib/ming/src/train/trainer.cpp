@@ -316,10 +316,6 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
             options.per_device_train_batch_size * world.world_size,
             options.gradient_accumulation_steps, world.world_size, torch::get_num_threads(),
             options.bf16 ? "bf16" : "fp32");
-  for (const auto& s : train_data->stats())
-    log::info("data: {} ({}): {} examples, {} tokens, {} skipped, {} truncated, {} dropped",
-              s.path, data::data_format_name(s.format), s.n_examples, s.n_tokens, s.n_bad,
-              s.n_truncated, s.n_dropped);
 
   auto save_checkpoint = [&](int64_t step) -> fs::path {
     fs::path dir = out_dir / fmt::format("checkpoint-{}", step);
