@@ -75,7 +75,8 @@ TEST_CASE("config: --set beats the file, including nested keys and list items") 
 }
 
 TEST_CASE("config: every unknown key and type error is reported together with file and line") {
-  auto doc = config::parse_document("learning_rat: 1\nbf16: maybe\nmoe:\n  expertz: 3\n", "run.yaml");
+  auto doc =
+      config::parse_document("learning_rat: 1\nbf16: maybe\nmoe:\n  expertz: 3\n", "run.yaml");
   try {
     config::read<Options>(doc);
     FAIL("expected UsageError");

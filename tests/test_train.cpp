@@ -42,11 +42,12 @@ struct Fixture {
                     {"output", "The red ball belongs to " + n + "."}}
                .dump() +
            "\n";
-      s += io::Json{{"conversations",
-                     {{{"from", "human"}, {"value", "What is the dog called?"}},
-                      {{"from", "gpt"}, {"value", "The dog is called " + n + " and it is happy."}}}}}
-               .dump() +
-           "\n";
+      s +=
+          io::Json{{"conversations",
+                    {{{"from", "human"}, {"value", "What is the dog called?"}},
+                     {{"from", "gpt"}, {"value", "The dog is called " + n + " and it is happy."}}}}}
+              .dump() +
+          "\n";
     }
     test::write_text(alpaca, a);
     test::write_text(sharegpt, s);
@@ -59,7 +60,8 @@ struct Fixture {
                                "finetuning_type: molora\n"
                                "lora_rank: 4\nlora_alpha: 8\nlora_dropout: 0.0\n"
                                "moe: {experts: 4, top_k: 2, lora_rank: 4, lora_alpha: 8}\n"
-                               "dataset:\n  - {path: " + alpaca.string() +
+                               "dataset:\n  - {path: " +
+                               alpaca.string() +
                                ", format: alpaca}\n  - {path: " + sharegpt.string() +
                                ", format: sharegpt}\n"
                                "template: raw\nmask: assistant\ncutoff_len: 64\n"
@@ -123,10 +125,12 @@ TEST_CASE("train: MoLoRA on a mix of two formats lowers the loss, reloads and ch
   CHECK(a[0].tokens != b[0].tokens);
 }
 
-TEST_CASE("train: a run killed with SIGKILL and resumed logs the same losses as one that never stopped") {
+TEST_CASE(
+    "train: a run killed with SIGKILL and resumed logs the same losses as one that never stopped") {
   Fixture f;
   fs::path straight = f.dir / "straight", killed = f.dir / "killed";
-  const std::string extra = "max_steps: 40\nsave_steps: 4\nsave_total_limit: 2\nlora_dropout: 0.1\n";
+  const std::string extra =
+      "max_steps: 40\nsave_steps: 4\nsave_total_limit: 2\nlora_dropout: 0.1\n";
   auto r1 = test::run_command(train_cmd(f.config(straight, extra), "-q"));
   REQUIRE_MESSAGE(r1.exit_code == 0, r1.err);
   // Kill as soon as the second checkpoint exists: well before the 40th step.
@@ -167,7 +171,8 @@ TEST_CASE("train: SIGTERM writes a checkpoint at the next step and exits cleanly
   CHECK(found);
 }
 
-TEST_CASE("train: two ranks on 127.0.0.1 end with the adapter of one rank with the same global batch") {
+TEST_CASE(
+    "train: two ranks on 127.0.0.1 end with the adapter of one rank with the same global batch") {
   Fixture f;
   fs::path one = f.dir / "one", two = f.dir / "two";
   const std::string common = "max_steps: 5\n";
@@ -198,8 +203,8 @@ TEST_CASE("train: two ranks on 127.0.0.1 end with the adapter of one rank with t
 TEST_CASE("train: full fine-tuning lowers the loss and writes a loadable model folder") {
   Fixture f;
   fs::path out = f.dir / "full";
-  auto options = train::load_train_options(
-      f.config(out, "learning_rate: 0.003\nmax_steps: 15\n"), {"finetuning_type=full"});
+  auto options = train::load_train_options(f.config(out, "learning_rate: 0.003\nmax_steps: 15\n"),
+                                           {"finetuning_type=full"});
   train::train(options);
   auto l = losses(out / "metrics.jsonl");
   REQUIRE(l.size() == 15);

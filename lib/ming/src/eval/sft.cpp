@@ -16,7 +16,8 @@ std::string sft_target(const TaskSpec& spec, const nlohmann::json& record) {
     return t.size() > 0 && t[0] == ' ' ? t.substr(1) : t;
   }
   const auto it = record.find(spec.gold);
-  if (it == record.end()) fail_usage("task '{}': record has no gold field '{}'", spec.name, spec.gold);
+  if (it == record.end())
+    fail_usage("task '{}': record has no gold field '{}'", spec.name, spec.gold);
   if (it->is_string()) return it->get<std::string>();
   if (it->is_array()) {
     std::string out;

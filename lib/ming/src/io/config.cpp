@@ -34,7 +34,8 @@ Json scalar_to_json(const YAML::Node& node) {
   return s;
 }
 
-Json to_json(const YAML::Node& node, const std::string& pointer, std::map<std::string, int>& lines) {
+Json to_json(const YAML::Node& node, const std::string& pointer,
+             std::map<std::string, int>& lines) {
   if (node.Mark().line >= 0) lines[pointer] = node.Mark().line + 1;
   switch (node.Type()) {
     case YAML::NodeType::Null:
@@ -220,10 +221,9 @@ std::string type_name(const Json& j) {
 }
 
 void throw_errors(const Document& doc, const std::vector<std::string>& errors) {
-  std::string message = errors.size() == 1
-                            ? errors[0]
-                            : fmt::format("{} problems in {}:\n  {}", errors.size(), doc.source,
-                                          fmt::join(errors, "\n  "));
+  std::string message = errors.size() == 1 ? errors[0]
+                                           : fmt::format("{} problems in {}:\n  {}", errors.size(),
+                                                         doc.source, fmt::join(errors, "\n  "));
   throw UsageError(message);
 }
 

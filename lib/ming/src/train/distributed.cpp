@@ -86,9 +86,10 @@ WorldInfo detect_world() {
     w.master_port = env_int("MASTER_PORT", 29500);
   }
   if (w.world_size < 1 || w.rank < 0 || w.rank >= w.world_size)
-    fail_usage("rank {} is outside a world of size {} (check RANK/WORLD_SIZE or SLURM_PROCID/"
-               "SLURM_NTASKS)",
-               w.rank, w.world_size);
+    fail_usage(
+        "rank {} is outside a world of size {} (check RANK/WORLD_SIZE or SLURM_PROCID/"
+        "SLURM_NTASKS)",
+        w.rank, w.world_size);
   return w;
 }
 
@@ -133,8 +134,8 @@ ProcessGroup::ProcessGroup(const WorldInfo& world, torch::Device device, int tim
   impl_->store = c10::make_intrusive<c10d::TCPStore>(world_.master_addr, opts);
 #if defined(MING_WITH_NCCL)
   if (device.is_cuda()) {
-    impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, world_.rank,
-                                                                world_.world_size);
+    impl_->nccl =
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, world_.rank, world_.world_size);
     return;
   }
 #else
@@ -149,7 +150,7 @@ ProcessGroup::ProcessGroup(const WorldInfo& world, torch::Device device, int tim
   else
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, world_.rank,
-                                                             world_.world_size, options);
+                                                            world_.world_size, options);
 }
 
 ProcessGroup::~ProcessGroup() = default;

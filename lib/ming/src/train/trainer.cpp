@@ -28,7 +28,9 @@ using io::Json;
 namespace {
 
 std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+}
 
 // bf16 compute for full fine-tuning with fp32 master weights. The autocast API moved in
 // LibTorch 2.4; this is the one place that knows.
@@ -110,13 +112,14 @@ torch::Tensor summed_token_loss(model::CausalLM& model, const data::Batch& batch
   fwd.position_ids = batch.position_ids.to(device);
   if (batch.segment_ids.defined() && batch.segment_ids.max().item<int64_t>() > 1)
     fwd.segment_ids = batch.segment_ids.to(device);
-  auto logits = model->forward(ids, fwd);                           // (B, T, V)
-  auto shifted = logits.narrow(1, 0, logits.size(1) - 1);           // (B, T-1, V)
+  auto logits = model->forward(ids, fwd);                  // (B, T, V)
+  auto shifted = logits.narrow(1, 0, logits.size(1) - 1);  // (B, T-1, V)
   auto targets = batch.labels.narrow(1, 1, batch.labels.size(1) - 1).to(device);
   return torch::nn::functional::cross_entropy(
       shifted.reshape({-1, shifted.size(-1)}).to(torch::kFloat32), targets.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreIndex).reduction(
-          torch::kSum));
+      torch::nn::functional::CrossEntropyFuncOptions()
+          .ignore_index(data::kIgnoreIndex)
+          .reduction(torch::kSum));
 }
 
 // Router load across layers: mean coefficient of variation of the per-expert token shares,
@@ -195,8 +198,7 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   // frozen base stored in the compute dtype.
   load.dtype = (full || !options.bf16) ? torch::kFloat32 : torch::kBFloat16;
   model::LoadedModel base = model::load_model(options.model_name_or_path, load);
-  if (!base.tokenizer)
-    fail_usage("model '{}' has no tokenizer files", options.model_name_or_path);
+  if (!base.tokenizer) fail_usage("model '{}' has no tokenizer files", options.model_name_or_path);
 
   adapt::AdapterConfig adapter_config;
   std::shared_ptr<adapt::MoeContext> moe_context;
@@ -241,7 +243,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     eval_data = data::TrainingData::load(options.data_options(/*eval=*/true), *base.tokenizer,
                                          fs::path(options.model_name_or_path));
 
-  // ---- optimizer ---------------------------------------------------------------------------------
+  // ---- optimizer
+  // ---------------------------------------------------------------------------------
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : trainable) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   auto adamw = [&](double wd) {
@@ -256,7 +259,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   if (!no_decay.empty()) groups.emplace_back(no_decay, adamw(0.0));
   torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(options.learning_rate));
 
-  // ---- resume ------------------------------------------------------------------------------------
+  // ---- resume
+  // ------------------------------------------------------------------------------------
   Checkpoint state;
   if (run.resume) {
     auto checkpoints = list_checkpoints(out_dir);
@@ -310,12 +314,12 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   std::ofstream metrics;
   if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
 
-  log::info("train: {} {} | {} trainable parameters | {} steps ({} warm-up) | global batch {} x {} "
-            "accumulation | {} rank(s) | {} threads | {}",
-            options.finetuning_type, options.model_name_or_path, n_trainable, total_steps, warmup,
-            options.per_device_train_batch_size * world.world_size,
-            options.gradient_accumulation_steps, world.world_size, torch::get_num_threads(),
-            options.bf16 ? "bf16" : "fp32");
+  log::info(
+      "train: {} {} | {} trainable parameters | {} steps ({} warm-up) | global batch {} x {} "
+      "accumulation | {} rank(s) | {} threads | {}",
+      options.finetuning_type, options.model_name_or_path, n_trainable, total_steps, warmup,
+      options.per_device_train_batch_size * world.world_size, options.gradient_accumulation_steps,
+      world.world_size, torch::get_num_threads(), options.bf16 ? "bf16" : "fp32");
 
   auto save_checkpoint = [&](int64_t step) -> fs::path {
     fs::path dir = out_dir / fmt::format("checkpoint-{}", step);
@@ -358,9 +362,9 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     CpuAutocast autocast(full && options.bf16);
     data::DataLoader eval_loader(eval_data, options.per_device_train_batch_size, world.rank,
                                  world.world_size);
-    int64_t n_batches = std::max<int64_t>(
-        1, std::min(eval_loader.rows_per_epoch(), options.max_eval_examples) /
-               (options.per_device_train_batch_size * world.world_size));
+    int64_t n_batches =
+        std::max<int64_t>(1, std::min(eval_loader.rows_per_epoch(), options.max_eval_examples) /
+                                 (options.per_device_train_batch_size * world.world_size));
     double loss_sum = 0, tokens = 0;
     for (int64_t i = 0; i < n_batches; ++i) {
       auto batch = eval_loader.next();
@@ -400,8 +404,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
 
   for (int64_t step = state.step; step < total_steps; ++step) {
     auto t0 = std::chrono::steady_clock::now();
-    double lr = scheduled_lr(options.lr_scheduler_type, options.learning_rate, step, total_steps,
-                             warmup);
+    double lr =
+        scheduled_lr(options.lr_scheduler_type, options.learning_rate, step, total_steps, warmup);
     for (auto& g : optimizer.param_groups())
       static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 
@@ -528,10 +532,11 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     result.steps = done;
     if (state.consecutive_nonfinite >= options.max_nonfinite_steps) {
       result.checkpoint = save_checkpoint(done);
-      fail("training diverged: {} consecutive steps with a non-finite loss or gradient (last at "
-           "step {}); checkpoint written to '{}'. Lower learning_rate or max_grad_norm, or check "
-           "the data.",
-           state.consecutive_nonfinite, done, result.checkpoint.string());
+      fail(
+          "training diverged: {} consecutive steps with a non-finite loss or gradient (last at "
+          "step {}); checkpoint written to '{}'. Lower learning_rate or max_grad_norm, or check "
+          "the data.",
+          state.consecutive_nonfinite, done, result.checkpoint.string());
     }
     const bool signalled = g_stop_signal.load() != 0;
     const bool stop_here = run.stop_after_steps > 0 && steps_this_run >= run.stop_after_steps;

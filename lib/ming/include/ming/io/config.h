@@ -39,8 +39,8 @@ using Json = nlohmann::json;
 
 struct Document {
   Json root = Json::object();
-  std::string source = "<defaults>";        // file name for messages
-  std::map<std::string, int> line_of;       // JSON pointer ("/a/b/0") -> 1-based line
+  std::string source = "<defaults>";                    // file name for messages
+  std::map<std::string, int> line_of;                   // JSON pointer ("/a/b/0") -> 1-based line
   std::string where(const std::string& pointer) const;  // "file:line" or "file"
 };
 
@@ -65,7 +65,8 @@ struct NullVisitor {
   void operator()(const char*, F&, const char* = "") {}
 };
 template <typename T>
-struct is_visitable<T, std::void_t<decltype(std::declval<T&>().visit(std::declval<NullVisitor&>()))>>
+struct is_visitable<T,
+                    std::void_t<decltype(std::declval<T&>().visit(std::declval<NullVisitor&>()))>>
     : std::true_type {};
 template <typename T>
 struct is_vector : std::false_type {};
@@ -81,7 +82,8 @@ std::string type_name(const Json& j);
 // Reads one visitable struct from `node` at JSON pointer `pointer`, collecting errors.
 class Reader {
  public:
-  Reader(const Document& doc, const Json& node, std::string pointer, std::vector<std::string>& errors)
+  Reader(const Document& doc, const Json& node, std::string pointer,
+         std::vector<std::string>& errors)
       : doc_(doc), node_(node), pointer_(std::move(pointer)), errors_(errors) {}
 
   template <typename F>
@@ -96,7 +98,8 @@ class Reader {
   // Reports keys present in the node that no field consumed.
   void finish() {
     if (!node_.is_object()) {
-      errors_.push_back(doc_.where(pointer_) + ": expected a mapping of keys, got " + type_name(node_));
+      errors_.push_back(doc_.where(pointer_) + ": expected a mapping of keys, got " +
+                        type_name(node_));
       return;
     }
     for (auto it = node_.begin(); it != node_.end(); ++it) {
@@ -104,7 +107,8 @@ class Reader {
       for (const auto& k : known_) found = found || k == it.key();
       if (!found)
         errors_.push_back(doc_.where(pointer_ + "/" + it.key()) + ": unknown key '" +
-                          display(pointer_ + "/" + it.key()) + "'" + did_you_mean(it.key(), known_));
+                          display(pointer_ + "/" + it.key()) + "'" +
+                          did_you_mean(it.key(), known_));
     }
   }
 
@@ -116,27 +120,37 @@ class Reader {
     return s;
   }
   void bad(const std::string& pointer, const std::string& expected, const Json& got) {
-    errors_.push_back(doc_.where(pointer) + ": key '" + display(pointer) + "': expected " + expected +
-                      ", got " + type_name(got) + " " + got.dump());
+    errors_.push_back(doc_.where(pointer) + ": key '" + display(pointer) + "': expected " +
+                      expected + ", got " + type_name(got) + " " + got.dump());
   }
 
   template <typename F>
   void read_value(const Json& j, const std::string& pointer, const char* key, F& field) {
     if constexpr (std::is_same_v<F, bool>) {
-      if (j.is_boolean()) field = j.get<bool>();
-      else bad(pointer, "true or false", j);
+      if (j.is_boolean())
+        field = j.get<bool>();
+      else
+        bad(pointer, "true or false", j);
     } else if constexpr (std::is_integral_v<F>) {
-      if (j.is_number_integer()) field = j.get<F>();
-      else if (j.is_number_float() && j.get<double>() == static_cast<double>(static_cast<int64_t>(j.get<double>())))
+      if (j.is_number_integer())
+        field = j.get<F>();
+      else if (j.is_number_float() &&
+               j.get<double>() == static_cast<double>(static_cast<int64_t>(j.get<double>())))
         field = static_cast<F>(j.get<double>());
-      else bad(pointer, "an integer", j);
+      else
+        bad(pointer, "an integer", j);
     } else if constexpr (std::is_floating_point_v<F>) {
-      if (j.is_number()) field = j.get<F>();
-      else bad(pointer, "a number", j);
+      if (j.is_number())
+        field = j.get<F>();
+      else
+        bad(pointer, "a number", j);
     } else if constexpr (std::is_same_v<F, std::string>) {
-      if (j.is_string()) field = j.get<std::string>();
-      else if (j.is_number() || j.is_boolean()) field = j.dump();
-      else bad(pointer, "a string", j);
+      if (j.is_string())
+        field = j.get<std::string>();
+      else if (j.is_number() || j.is_boolean())
+        field = j.dump();
+      else
+        bad(pointer, "a string", j);
     } else if constexpr (is_optional<F>::value) {
       if (j.is_null()) {
         field.reset();

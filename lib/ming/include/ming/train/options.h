@@ -21,9 +21,9 @@ struct MoeOptions {
   int64_t experts = 8;
   int64_t top_k = 2;
   std::vector<std::string> target = {"gate_proj", "up_proj", "down_proj"};
-  std::optional<int64_t> lora_rank;   // expert rank; unset = the top-level lora_rank
-  std::optional<double> lora_alpha;   // expert alpha; unset = the top-level lora_alpha
-  double lora_dropout = 0.0;          // MING's MoLoRA path applies no dropout
+  std::optional<int64_t> lora_rank;  // expert rank; unset = the top-level lora_rank
+  std::optional<double> lora_alpha;  // expert alpha; unset = the top-level lora_alpha
+  double lora_dropout = 0.0;         // MING's MoLoRA path applies no dropout
   bool router_bias = true;
   std::string balance_loss = "none";  // none | switch | mixtral
   double balance_loss_coef = 0.01;

@@ -32,15 +32,15 @@
 namespace ming::train {
 
 struct TrainResult {
-  int64_t steps = 0;                // optimizer steps done in total (including before a resume)
-  int64_t skipped_nonfinite = 0;    // steps skipped for a non-finite loss or gradient
-  double final_loss = 0;            // mean loss of the last logged window
-  bool interrupted = false;         // stopped by SIGTERM/SIGINT after writing a checkpoint
-  std::filesystem::path checkpoint; // the last checkpoint written (if any)
+  int64_t steps = 0;                 // optimizer steps done in total (including before a resume)
+  int64_t skipped_nonfinite = 0;     // steps skipped for a non-finite loss or gradient
+  double final_loss = 0;             // mean loss of the last logged window
+  bool interrupted = false;          // stopped by SIGTERM/SIGINT after writing a checkpoint
+  std::filesystem::path checkpoint;  // the last checkpoint written (if any)
 };
 
 struct RunOptions {
-  bool resume = false;           // continue from the newest checkpoint in output_dir
+  bool resume = false;  // continue from the newest checkpoint in output_dir
   // Stop (as if interrupted) after this many steps of this invocation; 0 = no limit. For tests
   // and for splitting a long run over several batch jobs.
   int64_t stop_after_steps = 0;
