@@ -139,19 +139,6 @@ ExpertsToDense parse_experts_to_dense(const std::string& text) {
 
 namespace {
 
-std::string torch_dtype_name(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kBFloat16:
-      return "bfloat16";
-    case torch::kHalf:
-      return "float16";
-    case torch::kFloat32:
-      return "float32";
-    default:
-      fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
-  }
-}
-
 std::vector<data::EncodedExample> encode_eval_data(const model::LoadedModel& loaded,
                                                    const MergeOptions& o) {
   auto read =
@@ -293,7 +280,7 @@ MergeReport merge(const MergeOptions& o) {
   save.generation_config = loaded.generation_config;
   model::save_model(staged.path(), loaded.config, model, save);
   Json config = io::read_json(o.base / "config.json");
-  config["torch_dtype"] = torch_dtype_name(out_dtype);
+  config["torch_dtype"] = model::torch_dtype_name(out_dtype);
   io::write_json(staged / "config.json", config);
 
   if (report.n_molora_kept > 0) {
@@ -313,7 +300,7 @@ MergeReport merge(const MergeOptions& o) {
                                   ? "weighted by measured " + usage->field
                                   : std::string("uniform expert weights"))
                 : std::string(),
-            o.output.string(), torch_dtype_name(out_dtype));
+            o.output.string(), model::torch_dtype_name(out_dtype));
   if (report.experts_adapter)
     log::warn(
         "merge: the {} MoLoRA projections cannot be folded exactly and were kept as an "

@@ -24,19 +24,6 @@ torch::ScalarType dtype_from_torch_name(const std::string& name) {
   return torch::kFloat32;  // float32, and anything unusual is loaded at full precision
 }
 
-std::string torch_name(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kBFloat16:
-      return "bfloat16";
-    case torch::kHalf:
-      return "float16";
-    case torch::kFloat32:
-      return "float32";
-    default:
-      fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
-  }
-}
-
 // Tensors some exporters write that the model recomputes.
 bool harmless_extra(const std::string& name) {
   const std::string suffix = "rotary_emb.inv_freq";
@@ -52,6 +39,20 @@ void add_ids(std::vector<int64_t>& out, const Json& value) {
 }
 
 }  // namespace
+
+std::string torch_dtype_name(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kHalf:
+      return "float16";
+    case torch::kFloat32:
+      return "float32";
+    default:
+      fail_usage("models are stored as bf16, fp16 or fp32, not {}", c10::toString(dtype));
+  }
+}
+
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size, hd = c.head_size();
@@ -175,7 +176,7 @@ void save_model(const fs::path& dir, const ModelConfig& config, CausalLM& model,
   io::StagedDir staged(dir, options.replace);
 
   ModelConfig cfg = config;
-  cfg.torch_dtype = torch_name(dtype);
+  cfg.torch_dtype = torch_dtype_name(dtype);
   io::write_json(staged / "config.json", cfg.to_json());
 
   io::NamedTensors tensors;

@@ -71,6 +71,10 @@ struct SaveOptions {
 void save_model(const std::filesystem::path& dir, const ModelConfig& config, CausalLM& model,
                 const SaveOptions& options = {});
 
+// config.json's torch_dtype for a storage dtype ("bfloat16", "float16", "float32"); UsageError
+// for any other dtype.
+std::string torch_dtype_name(torch::ScalarType dtype);
+
 // Names of the tokenizer-related files save_model copies.
 const std::vector<std::string>& tokenizer_file_names();
 
