@@ -135,3 +135,27 @@ TEST_CASE("lora: invalid options are usage errors") {
   CHECK_THROWS_AS(LoraAdapter(4, 4, LoraOptions{0, 1.0, 0.0, false}), ming::UsageError);
   CHECK_THROWS_AS(LoraAdapter(4, 4, LoraOptions{2, 1.0, 1.0, false}), ming::UsageError);
 }
+
+TEST_CASE("lora: inference reuses bf16 copies of A and B until the fp32 masters change") {
+  torch::manual_seed(4);
+  LoraAdapter lora(6, 5, LoraOptions{2, 4.0, 0.0});
+  {
+    torch::NoGradGuard g;
+    lora.lora_B.normal_(0, 0.5);
+  }
+  ming::adapt::ComputeCopy cache;
+  torch::NoGradGuard no_grad;
+  auto first = cache.get(lora.lora_A, torch::kBFloat16);
+  CHECK((first.scalar_type() == torch::kBFloat16));
+  CHECK(cache.get(lora.lora_A, torch::kBFloat16).data_ptr() == first.data_ptr());  // reused
+  CHECK(cache.get(lora.lora_A, torch::kFloat32).data_ptr() == lora.lora_A.data_ptr());
+  auto x = torch::randn({3, 6}).to(torch::kBFloat16);
+  auto base = torch::zeros({3, 5}, torch::kBFloat16);
+  auto y1 = lora.forward(x, base).to(torch::kFloat32);
+  lora.lora_B.mul_(-1.0);  // an in-place update (optimiser step, weight load)
+  auto y2 = lora.forward(x, base).to(torch::kFloat32);
+  CHECK(torch::allclose(y2, -y1, 1e-2, 1e-2));
+  lora.lora_A.add_(1.0);
+  CHECK_FALSE(torch::equal(cache.get(lora.lora_A, torch::kBFloat16).to(torch::kFloat32),
+                           first.to(torch::kFloat32)));
+}

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "adapt/low_rank_kernel.h"
 #include "ming/core/error.h"
 
 namespace ming::adapt {
@@ -16,6 +17,28 @@ void init_lora_a_(torch::Tensor a) {
   torch::NoGradGuard no_grad;
   const double bound = 1.0 / std::sqrt(double(a.size(-1)));
   a.uniform_(-bound, bound);
+}
+
+torch::Tensor ComputeCopy::get(const torch::Tensor& master, torch::ScalarType dtype,
+                               Layout layout) {
+  const auto make = [&] {
+    auto t = master.to(dtype);
+    return layout == Layout::transposed ? t.transpose(-2, -1).contiguous() : t;
+  };
+  if (layout == Layout::same && master.scalar_type() == dtype) return master;
+  if (torch::GradMode::is_enabled() && master.requires_grad()) {
+    copy_ = torch::Tensor();  // training: never serve a copy made before the next update
+    return make();
+  }
+  const int64_t version = master._version();
+  if (!copy_.defined() || copy_.scalar_type() != dtype || copy_.device() != master.device() ||
+      source_ != master.data_ptr() || version_ != version) {
+    torch::NoGradGuard no_grad;
+    copy_ = make();
+    source_ = master.data_ptr();
+    version_ = version;
+  }
+  return copy_;
 }
 
 LoraAdapter::LoraAdapter(int64_t in_features, int64_t out_features, LoraOptions options,
@@ -43,9 +66,15 @@ torch::Tensor LoraAdapter::forward(const torch::Tensor& x, const torch::Tensor& 
     xd = torch::dropout(x, options_.dropout, /*train=*/true);
   // (..., in) -> (N, in): one 2-D GEMM chain; the scaling goes on the small (N, r) tensor, and
   // addmm folds "base +" into the second GEMM so no extra pass over (N, out) is made.
-  auto x2 = xd.reshape({-1, xd.size(-1)});                                              // (N, in)
-  auto h = torch::mm(x2, lora_A.to(dtype).t()).mul_(scaling_);                          // (N, r)
-  auto out = torch::addmm(base.reshape({-1, base.size(-1)}), h, lora_B.to(dtype).t());  // (N, out)
+  auto x2 = xd.reshape({-1, xd.size(-1)});         // (N, in)
+  auto base2 = base.reshape({-1, base.size(-1)});  // (N, out)
+  if (detail::low_rank_kernel_applies(x2, {lora_A, lora_B, base2})) {
+    auto a = a_copy_.get(lora_A, dtype).unsqueeze(0);                        // (1, r, in)
+    auto bt = bt_copy_.get(lora_B, dtype, Layout::transposed).unsqueeze(0);  // (1, r, out)
+    return detail::low_rank_update(x2, {}, {}, a, bt, base2, scaling_).view(base.sizes());
+  }
+  auto h = torch::mm(x2, a_copy_.get(lora_A, dtype).t()).mul_(scaling_);  // (N, r)
+  auto out = torch::addmm(base2, h, b_copy_.get(lora_B, dtype).t());      // (N, out)
   return out.view(base.sizes());
 }
 

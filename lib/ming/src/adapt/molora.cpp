@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "adapt/low_rank_kernel.h"
 #include "ming/adapt/lora.h"
 #include "ming/core/error.h"
 
@@ -281,11 +282,17 @@ Tensor MoloraAdapter::forward(const Tensor& x, const Tensor& base) {
   auto gates = torch::softmax(std::get<0>(top), -1);  // (N, k) softmax over the chosen logits
 
   auto xd = (training && options_.dropout > 0) ? torch::dropout(x2, options_.dropout, true) : x2;
-  auto out = sparse_lora_mixture(xd, experts, (gates * scaling_).to(cd), lora_A.to(cd),
-                                 lora_B.to(cd), base2, dispatch_a_);  // (N, O)
+  Tensor out;  // (N, O)
+  if (detail::low_rank_kernel_applies(xd, {lora_A, lora_B, base2})) {
+    out = detail::low_rank_update(xd, experts, gates * scaling_, a_copy_.get(lora_A, cd),
+                                  bt_copy_.get(lora_B, cd, Layout::transposed), base2);
+  } else {
+    out = sparse_lora_mixture(xd, experts, (gates * scaling_).to(cd), a_copy_.get(lora_A, cd),
+                              b_copy_.get(lora_B, cd), base2, dispatch_a_);
+  }
   if (shared_A.defined()) {
-    auto hs = torch::mm(xd, shared_A.to(cd).t()).mul_(scaling_);  // (N, r)
-    out = torch::addmm(out, hs, shared_B.to(cd).t());
+    auto hs = torch::mm(xd, shared_a_copy_.get(shared_A, cd).t()).mul_(scaling_);  // (N, r)
+    out = torch::addmm(out, hs, shared_b_copy_.get(shared_B, cd).t());
   }
 
   const bool want_balance = options_.balance_loss != BalanceLoss::none;

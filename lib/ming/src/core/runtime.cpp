@@ -1,5 +1,6 @@
 #include "ming/core/runtime.h"
 
+#include <malloc.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -22,7 +23,8 @@ int cgroup_cpu_limit() {
     double q = std::stod(quota), p = std::stod(period);
     if (p > 0) return std::max(1, static_cast<int>(std::ceil(q / p)));
   }
-  std::ifstream q1("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), p1("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  std::ifstream q1("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+      p1("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
   long q = -1, p = -1;
   if (q1 >> q && p1 >> p && q > 0 && p > 0) return std::max(1L, (q + p - 1) / p);
   return 0;
@@ -41,7 +43,23 @@ int available_cores() {
   return std::max(1, n);
 }
 
+void keep_freed_tensor_memory() {
+  // glibc serves blocks above 32 MB with fresh mmap()s and unmaps them on free, so every forward
+  // that materialises attention scores or an MLP activation of that size pays page faults and
+  // kernel page zeroing again (measured: 2x slower training steps on the quickstart model).
+  // Serving them from the heap and not trimming it keeps freed blocks for the next step, as
+  // PyTorch's caching allocator does on GPUs; the cost is that resident memory stays at its peak.
+  static const bool done = [] {
+    constexpr int kOneGiB = 1 << 30;
+    mallopt(M_MMAP_THRESHOLD, kOneGiB);
+    mallopt(M_TRIM_THRESHOLD, kOneGiB);
+    return true;
+  }();
+  (void)done;
+}
+
 void set_threads(int n) {
+  keep_freed_tensor_memory();
   if (n <= 0) n = available_cores();
   torch::set_num_threads(n);
   static bool interop_set = false;  // LibTorch allows setting inter-op threads once
@@ -87,7 +105,8 @@ torch::Device parse_device(const std::string& text) {
       }
       if (index >= 0 && index < static_cast<int>(torch::cuda::device_count()))
         return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-      fail_usage("--device {}: expected cuda:N with N in [0, {})", text, torch::cuda::device_count());
+      fail_usage("--device {}: expected cuda:N with N in [0, {})", text,
+                 torch::cuda::device_count());
     }
   }
   fail_usage("--device {}: expected cpu, cuda or cuda:N", text);
@@ -104,11 +123,16 @@ torch::ScalarType parse_dtype(const std::string& text, torch::Device device) {
 
 std::string dtype_name(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kBFloat16: return "bf16";
-    case torch::kHalf: return "fp16";
-    case torch::kFloat32: return "fp32";
-    case torch::kFloat64: return "fp64";
-    default: return c10::toString(dtype);
+    case torch::kBFloat16:
+      return "bf16";
+    case torch::kHalf:
+      return "fp16";
+    case torch::kFloat32:
+      return "fp32";
+    case torch::kFloat64:
+      return "fp64";
+    default:
+      return c10::toString(dtype);
   }
 }
 
@@ -117,6 +141,8 @@ void set_seed(uint64_t seed) {
   if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
 }
 
-std::string torch_version() { return TORCH_VERSION; }
+std::string torch_version() {
+  return TORCH_VERSION;
+}
 
 }  // namespace ming

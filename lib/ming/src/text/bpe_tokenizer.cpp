@@ -5,11 +5,11 @@
 #include <climits>
 #include <fstream>
 #include <mutex>
-#include <queue>
 #include <shared_mutex>
 #include <sstream>
 
 #include "ming/core/error.h"
+#include "text/pair_merge.h"
 #include "text/unicode.h"
 
 namespace ming::text::detail {
@@ -348,73 +348,13 @@ class BpeTokenizer final : public Tokenizer {
     }
     if (syms.size() < 2) return syms;
 
-    // Repeatedly merge the lowest-ranked adjacent pair, leftmost first on ties (tiktoken's
-    // _byte_pair_merge and HF's BPE::merge_all agree on this order).
-    if (syms.size() <= 64) {
-      merge_linear(syms);
-    } else {
-      merge_heap(syms);  // long words: O(n log n) instead of a rescan per merge
-    }
+    // Repeatedly merge the lowest-ranked adjacent pair, leftmost first on ties.
+    merge_pairs<int32_t>(syms, [this](TokenId a, TokenId b) {
+      const auto [rank, merged] = merge_of(a, b);
+      return rank == INT_MAX ? std::nullopt
+                             : std::optional<std::pair<int32_t, TokenId>>({rank, merged});
+    });
     return syms;
-  }
-
-  void merge_linear(std::vector<TokenId>& syms) const {
-    std::vector<std::pair<int32_t, TokenId>> ranks(syms.size() - 1);
-    for (size_t i = 0; i + 1 < syms.size(); ++i) ranks[i] = merge_of(syms[i], syms[i + 1]);
-    while (!ranks.empty()) {
-      size_t best = 0;
-      for (size_t i = 1; i < ranks.size(); ++i)
-        if (ranks[i].first < ranks[best].first) best = i;
-      if (ranks[best].first == INT_MAX) break;
-      syms[best] = ranks[best].second;
-      syms.erase(syms.begin() + static_cast<std::ptrdiff_t>(best) + 1);
-      ranks.erase(ranks.begin() + static_cast<std::ptrdiff_t>(best));
-      if (best < ranks.size()) ranks[best] = merge_of(syms[best], syms[best + 1]);
-      if (best > 0) ranks[best - 1] = merge_of(syms[best - 1], syms[best]);
-    }
-  }
-
-  // Same order as merge_linear: the heap pops the lowest rank, then the leftmost position (a
-  // symbol keeps the position of its leftmost original character). Stale entries are skipped.
-  void merge_heap(std::vector<TokenId>& syms) const {
-    const size_t n = syms.size();
-    std::vector<size_t> prev(n), next(n);
-    std::vector<bool> alive(n, true);
-    for (size_t i = 0; i < n; ++i) {
-      prev[i] = i - 1;  // wraps to SIZE_MAX for the first
-      next[i] = i + 1;
-    }
-    struct Candidate {
-      int32_t rank;
-      size_t left;
-      TokenId left_id, right_id, merged;
-      bool operator>(const Candidate& o) const {
-        return rank != o.rank ? rank > o.rank : left > o.left;
-      }
-    };
-    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
-    const auto push = [&](size_t left) {
-      if (left >= n || next[left] >= n) return;
-      const auto [rank, merged] = merge_of(syms[left], syms[next[left]]);
-      if (rank != INT_MAX) heap.push({rank, left, syms[left], syms[next[left]], merged});
-    };
-    for (size_t i = 0; i + 1 < n; ++i) push(i);
-    while (!heap.empty()) {
-      const Candidate c = heap.top();
-      heap.pop();
-      if (!alive[c.left] || syms[c.left] != c.left_id || next[c.left] >= n) continue;
-      const size_t right = next[c.left];
-      if (syms[right] != c.right_id) continue;
-      syms[c.left] = c.merged;
-      alive[right] = false;
-      next[c.left] = next[right];
-      if (next[right] < n) prev[next[right]] = c.left;
-      if (prev[c.left] < n) push(prev[c.left]);
-      push(c.left);
-    }
-    std::vector<TokenId> out;
-    for (size_t i = 0; i < n; i = next[i]) out.push_back(syms[i]);
-    syms = std::move(out);
   }
 
   static void apply_decoder(const DecoderStep& step, std::vector<std::string>& tokens) {

@@ -9,6 +9,7 @@
 
 #include "ming/core/error.h"
 #include "text/factories.h"
+#include "text/pair_merge.h"
 #include "text/unicode.h"
 
 namespace ming::text::detail {
@@ -138,25 +139,16 @@ class Llama2cTokenizer final : public Tokenizer {
         for (unsigned char c : ch) tokens.push_back(static_cast<TokenId>(c) + 3);
       }
     }
+    // Highest score first: the priority is minus the merged piece's score.
     std::string joined;
-    while (tokens.size() >= 2) {
-      float best_score = -1e10f;
-      TokenId best_id = -1;
-      size_t best_idx = 0;
-      for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-        joined = pieces_[static_cast<size_t>(tokens[i])];
-        joined += pieces_[static_cast<size_t>(tokens[i + 1])];
-        const TokenId id = lookup(joined);
-        if (id >= 0 && scores_[static_cast<size_t>(id)] > best_score) {
-          best_score = scores_[static_cast<size_t>(id)];
-          best_id = id;
-          best_idx = i;
-        }
-      }
-      if (best_id < 0) break;
-      tokens[best_idx] = best_id;
-      tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_idx) + 1);
-    }
+    merge_pairs<float>(tokens,
+                       [&](TokenId a, TokenId b) -> std::optional<std::pair<float, TokenId>> {
+                         joined = pieces_[static_cast<size_t>(a)];
+                         joined += pieces_[static_cast<size_t>(b)];
+                         const TokenId id = lookup(joined);
+                         if (id < 0) return std::nullopt;
+                         return std::pair<float, TokenId>{-scores_[static_cast<size_t>(id)], id};
+                       });
     ids.insert(ids.end(), tokens.begin(), tokens.end());
   }
 

@@ -6,7 +6,9 @@
 // Numerics: A and B are fp32 master weights (what the optimiser updates and what files hold);
 // forward casts them to x's dtype (bf16 by default: oneDNN runs bf16 matmuls an order of
 // magnitude faster than fp32 on AMX CPUs), so activations are never upcast and autograd still
-// delivers fp32 gradients to the masters.
+// delivers fp32 gradients to the masters. Without autograd (evaluation, chat, decode) the cast
+// copies are kept and reused until the master changes, so a decode step reads bf16 adapter
+// weights once instead of reading fp32 and writing bf16 on every token.
 //
 //   auto lora = std::make_shared<ming::adapt::LoraAdapter>(896, 896, LoraOptions{16, 32.0, 0.05});
 //   projection->set_adapter(lora);   // Projection computes base once and calls lora->forward
@@ -34,6 +36,23 @@ double lora_scaling(int64_t r, double alpha, bool use_rslora);
 // uniform(-1/sqrt(in), 1/sqrt(in)). Works on (..., r, in) stacks, per last-dim fan-in.
 void init_lora_a_(torch::Tensor a);
 
+// A parameter in the compute dtype (and, for the decode kernel, with its last two dimensions
+// transposed). Under autograd the cast is part of the graph (gradients reach the fp32 master);
+// otherwise the copy is cached and rebuilt only when the master changes (an in-place update bumps
+// its version counter; load/set_data replace its storage).
+enum class Layout { same, transposed };
+
+class ComputeCopy {
+ public:
+  torch::Tensor get(const torch::Tensor& master, torch::ScalarType dtype,
+                    Layout layout = Layout::same);
+
+ private:
+  torch::Tensor copy_;
+  const void* source_ = nullptr;
+  int64_t version_ = -1;
+};
+
 class LoraAdapter : public model::ProjectionAdapter {
  public:
   // Parameters are created fp32 on `device`.
@@ -58,6 +77,7 @@ class LoraAdapter : public model::ProjectionAdapter {
  private:
   LoraOptions options_;
   double scaling_ = 1.0;
+  ComputeCopy a_copy_, b_copy_, bt_copy_;
 };
 
 }  // namespace ming::adapt

@@ -18,8 +18,10 @@
 // Sparse dispatch (the same path in training and inference, any batch size): the base output is
 // computed once by the Projection; tokens are flattened to (N, D); (token, slot) pairs are
 // grouped by expert (one stable sort); each expert runs its low-rank pair only on its tokens; the
-// gate-weighted results are combined per token. The reference instead runs every expert on every
-// token in training (E/k times the work) and has a batch-1-only fast path in inference.
+// gate-weighted results are combined per token. Without autograd, batches of at most 16 tokens
+// (decode) skip the grouping: one kernel per layer runs each token's chosen experts. The reference
+// instead runs every expert on every token in training (E/k times the work) and has a batch-1-only
+// fast path in inference.
 //
 // Auxiliary losses (training mode only, padding masked through the MoeContext token mask):
 //   switch : E * sum_e f_e P_e, f_e = share of the N*k assignments going to e (uniform -> 1)
@@ -35,6 +37,7 @@
 
 #include <torch/torch.h>
 
+#include "ming/adapt/lora.h"
 #include "ming/adapt/routing.h"
 #include "ming/model/projection.h"
 
@@ -104,6 +107,7 @@ class MoloraAdapter : public model::ProjectionAdapter {
   std::string name_;
   std::shared_ptr<MoeContext> context_;
   DispatchA dispatch_a_ = DispatchA::automatic;
+  ComputeCopy a_copy_, b_copy_, bt_copy_, shared_a_copy_, shared_b_copy_;
 };
 
 // Low-level sparse mixture (exposed for tests and benchmarks): given x (N, D), expert ids (N, k)

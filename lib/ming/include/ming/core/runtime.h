@@ -18,7 +18,12 @@ int available_cores();
 
 // Sets LibTorch intra-op threads (and OpenMP/OpenBLAS through LibTorch) to n; n <= 0 means
 // available_cores(). Inter-op threads are kept at 1: ming has no independent ops to overlap.
+// Also calls keep_freed_tensor_memory(): every tool sets threads before tensor work.
 void set_threads(int n);
+
+// Makes glibc keep freed blocks of up to 1 GiB in the heap for reuse instead of returning them
+// to the kernel (and faulting them in again on the next step). Idempotent.
+void keep_freed_tensor_memory();
 
 // True when the CPU runs bf16 matmuls natively (AMX-BF16 or AVX512-BF16), from /proc/cpuinfo.
 bool cpu_has_fast_bf16();
