@@ -394,7 +394,7 @@ TEST_CASE("molora: bf16 compute follows the fp32 result and gives fp32 master gr
   CHECK(m.router_weight.grad().abs().sum().item<double>() > 0);
 }
 
-TEST_CASE("molora: training and inference route and compute identically (no dropout, no jitter)") {
+TEST_CASE("molora: training and inference give the same outputs (no dropout, no jitter)") {
   torch::manual_seed(8);
   MoloraOptions o;
   o.experts = 6, o.top_k = 2, o.r = 3;
@@ -407,21 +407,22 @@ TEST_CASE("molora: training and inference route and compute identically (no drop
   m.eval();
   torch::NoGradGuard g;
   auto ye = m.forward(x, base);
-  CHECK(torch::equal(yt, ye));
+  // Different kernels (grouped experts with autograd, all-expert GEMMs without), same values.
+  CHECK(torch::allclose(yt, ye, 1e-5, 1e-6));
   // Any batch size: one sequence at a time gives the same rows.
   for (int64_t b = 0; b < 3; ++b)
     CHECK(torch::allclose(m.forward(x[b], base[b]), ye[b], 1e-5, 1e-6));
 }
 
-TEST_CASE("molora: decode-sized batches without autograd match the dense reference") {
-  // 1..4 tokens under NoGradGuard take the per-token mat-vec path; 5 take the grouped one.
+TEST_CASE("molora: inference without autograd matches the dense reference at any batch size") {
+  // Up to 16 tokens under NoGradGuard take the decode kernel, more the all-experts GEMMs.
   torch::manual_seed(7);
   MoloraOptions o;
   o.experts = 6, o.top_k = 2, o.r = 3;
   MoloraAdapter m(16, 11, o);
   randomise(m);
   m.eval();
-  for (int64_t n : {1, 2, 4, 5}) {
+  for (int64_t n : {1, 2, 16, 17, 40}) {
     CAPTURE(n);
     auto x = torch::randn({n, 1, 16}, torch::kFloat64);
     auto base = torch::randn({n, 1, 11}, torch::kFloat64);

@@ -283,9 +283,25 @@ Tensor MoloraAdapter::forward(const Tensor& x, const Tensor& base) {
 
   auto xd = (training && options_.dropout > 0) ? torch::dropout(x2, options_.dropout, true) : x2;
   Tensor out;  // (N, O)
+  const bool inference =
+      !(torch::GradMode::is_enabled() && (xd.requires_grad() || lora_A.requires_grad() ||
+                                          lora_B.requires_grad() || base2.requires_grad()));
   if (detail::low_rank_kernel_applies(xd, {lora_A, lora_B, base2})) {
     out = detail::low_rank_update(xd, experts, gates * scaling_, a_copy_.get(lora_A, cd),
                                   bt_copy_.get(lora_B, cd, Layout::transposed), base2);
+  } else if (inference) {
+    // Many tokens without autograd (prefill, scoring): two GEMMs over all experts, the unchosen
+    // experts' gates zero. E/k times the sparse flops, but r is small, and the output is written
+    // once instead of as k expert-sorted copies gathered back per token (memory, not flops,
+    // bounds the grouped path at this size: 4.6 ms vs 1.2 ms per Qwen2-0.5B gate_proj, N=512).
+    const auto a = a_copy_.get(lora_A, cd);                        // (E, r, D)
+    const auto bt = bt_copy_.get(lora_B, cd, Layout::transposed);  // (E, r, O)
+    const int64_t r = options_.r;
+    auto h = torch::mm(xd, a.view({n_experts * r, d_in}).t());  // (N, E*r)
+    auto w = torch::zeros({n_tokens, n_experts}, gates.options())
+                 .scatter_(1, experts, gates * scaling_);  // (N, E) gate * scaling, 0 unchosen
+    h.view({n_tokens, n_experts, r}).mul_(w.to(cd).unsqueeze(2));
+    out = torch::addmm(base2, h, bt.view({n_experts * r, d_out}));  // (N, O)
   } else {
     out = sparse_lora_mixture(xd, experts, (gates * scaling_).to(cd), a_copy_.get(lora_A, cd),
                               b_copy_.get(lora_B, cd), base2, dispatch_a_);
