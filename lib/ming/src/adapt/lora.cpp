@@ -68,7 +68,7 @@ torch::Tensor LoraAdapter::forward(const torch::Tensor& x, const torch::Tensor& 
   // addmm folds "base +" into the second GEMM so no extra pass over (N, out) is made.
   auto x2 = xd.reshape({-1, xd.size(-1)});         // (N, in)
   auto base2 = base.reshape({-1, base.size(-1)});  // (N, out)
-  if (detail::low_rank_kernel_applies(x2, {lora_A, lora_B, base2})) {
+  if (!detail::needs_autograd({x2, lora_A, lora_B, base2}) && detail::low_rank_kernel_applies(x2)) {
     auto a = a_copy_.get(lora_A, dtype).unsqueeze(0);                        // (1, r, in)
     auto bt = bt_copy_.get(lora_B, dtype, Layout::transposed).unsqueeze(0);  // (1, r, out)
     return detail::low_rank_update(x2, {}, {}, a, bt, base2, scaling_).view(base.sizes());

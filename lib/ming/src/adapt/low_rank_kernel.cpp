@@ -93,16 +93,17 @@ void run(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& gates
 
 }  // namespace
 
-bool low_rank_kernel_applies(const at::Tensor& x, std::initializer_list<at::Tensor> inputs) {
-  if (!x.device().is_cpu() || x.dim() != 2 || x.size(0) > kFewTokens) return false;
+bool needs_autograd(std::initializer_list<at::Tensor> tensors) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const auto& t : tensors)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+bool low_rank_kernel_applies(const at::Tensor& x) {
   const auto dt = x.scalar_type();
-  if (dt != at::kFloat && dt != at::kDouble && dt != at::kBFloat16 && dt != at::kHalf)
-    return false;
-  if (!at::GradMode::is_enabled()) return true;
-  if (x.requires_grad()) return false;
-  for (const auto& t : inputs)
-    if (t.defined() && t.requires_grad()) return false;
-  return true;
+  return x.device().is_cpu() && x.dim() == 2 && x.size(0) <= kFewTokens &&
+         (dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf);
 }
 
 at::Tensor low_rank_update(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& gates,

@@ -14,9 +14,12 @@ namespace ming::adapt::detail {
 // shapes, bf16, 2 threads).
 constexpr int64_t kFewTokens = 16;
 
-// True when low_rank_update can run: CPU, fp32/fp64/bf16/fp16 activations, at most kFewTokens
-// tokens, and nothing in the call needs a gradient.
-bool low_rank_kernel_applies(const at::Tensor& x, std::initializer_list<at::Tensor> inputs);
+// True when autograd is recording and one of `tensors` (undefined ones are skipped) needs a
+// gradient: the adapters' inference-only paths apply when this is false.
+bool needs_autograd(std::initializer_list<at::Tensor> tensors);
+
+// True when low_rank_update can run on x (N, D): CPU, fp32/fp64/bf16/fp16, N <= kFewTokens.
+bool low_rank_kernel_applies(const at::Tensor& x);
 
 // out (N, O) = base + sum_s gates[t, s] * (A_e x_t) @ Bt_e, e = experts[t, s].
 //   x (N, D), base (N, O), a (E, r, D), bt (E, r, O): one dtype, contiguous;

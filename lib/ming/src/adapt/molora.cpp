@@ -290,10 +290,8 @@ Tensor MoloraAdapter::forward(const Tensor& x, const Tensor& base) {
 
   auto xd = (training && options_.dropout > 0) ? torch::dropout(x2, options_.dropout, true) : x2;
   Tensor out;  // (N, O)
-  const bool inference =
-      !(torch::GradMode::is_enabled() && (xd.requires_grad() || lora_A.requires_grad() ||
-                                          lora_B.requires_grad() || base2.requires_grad()));
-  if (detail::low_rank_kernel_applies(xd, {lora_A, lora_B, base2})) {
+  const bool inference = !detail::needs_autograd({xd, lora_A, lora_B, base2});
+  if (inference && detail::low_rank_kernel_applies(xd)) {
     out = detail::low_rank_update(xd, experts, gates * scaling_, a_copy_.get(lora_A, cd),
                                   bt_copy_.get(lora_B, cd, Layout::transposed), base2);
   } else if (inference) {
