@@ -464,3 +464,24 @@ TEST_CASE("model: save_model shards big checkpoints and loads them back in anoth
   CHECK(msg.find(shards[1].filename().string()) != std::string::npos);
   CHECK(msg.find("missing") != std::string::npos);
 }
+
+TEST_CASE("model: transformers 5 rope_parameters give the same config as rope_theta/rope_scaling") {
+  for (const auto& c : {qwen2_tiny(), llama3_tiny()}) {
+    auto v4 = c.to_json();
+    auto v5 = v4;
+    nlohmann::json rope = {{"rope_type", "default"}, {"rope_theta", v4["rope_theta"]}};
+    if (v4.contains("rope_scaling")) {
+      rope = v4["rope_scaling"];
+      rope["rope_theta"] = v4["rope_theta"];
+    }
+    v5.erase("rope_theta");
+    v5.erase("rope_scaling");
+    v5["rope_parameters"] = rope;
+    CHECK(ModelConfig::from_json(v5, "config.json").to_json() ==
+          ModelConfig::from_json(v4, "config.json").to_json());
+  }
+  auto yarn = qwen2_tiny().to_json();
+  yarn["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e6}, {"factor", 4.0}};
+  CHECK(usage_error([&] { ModelConfig::from_json(yarn, "config.json"); }).find("rope_parameters") !=
+        std::string::npos);
+}

@@ -136,29 +136,43 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
                  c.hidden_act);
   }
 
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) fail_usage("'{}': key 'rope_scaling' must be an object or null", where);
+  // RoPE scaling: "rope_scaling" up to transformers 4.x; transformers 5 writes one
+  // "rope_parameters" object holding rope_theta, rope_type and the scaling fields together.
+  const nlohmann::json* rope = nullptr;
+  std::string rope_key = "rope_scaling";
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    if (!it->is_object())
+      fail_usage("'{}': key 'rope_parameters' must be an object or null", where);
+    rope = &*it;
+    rope_key = "rope_parameters";
+    c.rope_theta = num_key(*it, "rope_theta", c.rope_theta, where + " rope_parameters");
+    if (c.rope_theta <= 0)
+      fail_usage("'{}': key 'rope_parameters.rope_theta' must be positive", where);
+  } else if (auto it2 = j.find("rope_scaling"); it2 != j.end() && !it2->is_null()) {
+    if (!it2->is_object()) fail_usage("'{}': key 'rope_scaling' must be an object or null", where);
+    rope = &*it2;
+  }
+  if (rope) {
+    const auto& r = *rope;
+    const std::string in = where + " " + rope_key;
     std::string type;
     for (const char* key : {"rope_type", "type"})
-      if (it->contains(key) && (*it)[key].is_string()) type = (*it)[key].get<std::string>();
+      if (r.contains(key) && r[key].is_string()) type = r[key].get<std::string>();
     if (type == "llama3") {
       RopeScaling s;
-      s.factor = num_key(*it, "factor", s.factor, where + " rope_scaling");
-      s.low_freq_factor =
-          num_key(*it, "low_freq_factor", s.low_freq_factor, where + " rope_scaling");
-      s.high_freq_factor =
-          num_key(*it, "high_freq_factor", s.high_freq_factor, where + " rope_scaling");
+      s.factor = num_key(r, "factor", s.factor, in);
+      s.low_freq_factor = num_key(r, "low_freq_factor", s.low_freq_factor, in);
+      s.high_freq_factor = num_key(r, "high_freq_factor", s.high_freq_factor, in);
       s.original_max_position_embeddings =
-          int_key(*it, "original_max_position_embeddings", s.original_max_position_embeddings,
-                  where + " rope_scaling");
+          int_key(r, "original_max_position_embeddings", s.original_max_position_embeddings, in);
       if (s.factor <= 0 || s.low_freq_factor <= 0 || s.high_freq_factor <= s.low_freq_factor ||
           s.original_max_position_embeddings <= 0)
-        fail_usage("'{}': key 'rope_scaling' has inconsistent llama3 parameters {}", where,
-                   it->dump());
+        fail_usage("'{}': key '{}' has inconsistent llama3 parameters {}", where, rope_key,
+                   r.dump());
       c.rope_scaling = s;
-    } else if (type != "default") {
-      fail_usage("'{}': key 'rope_scaling' has type '{}'; ming supports only 'llama3' (or null)",
-                 where, type.empty() ? it->dump() : type);
+    } else if (!(type == "default" || (type.empty() && rope_key == "rope_parameters"))) {
+      fail_usage("'{}': key '{}' has type '{}'; ming supports only 'llama3' and 'default'", where,
+                 rope_key, type.empty() ? r.dump() : type);
     }
   }
 
