@@ -10,8 +10,8 @@
 
 namespace ming::adapt::detail {
 
-// Tokens up to which the kernel beats the grouped-matmul path (measured with Qwen2-0.5B MLP
-// shapes, bf16, 2 threads).
+// Tokens up to which the kernel beats the matmul paths (Qwen2-0.5B gate_proj, bf16, 2 threads:
+// 16 tokens in 0.43 ms against 0.63 ms through matmuls; the gap closes towards 32).
 constexpr int64_t kFewTokens = 16;
 
 // True when autograd is recording and one of `tensors` (undefined ones are skipped) needs a
