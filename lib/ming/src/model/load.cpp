@@ -53,7 +53,6 @@ std::string torch_dtype_name(torch::ScalarType dtype) {
   }
 }
 
-
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const ModelConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size, hd = c.head_size();
   const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;

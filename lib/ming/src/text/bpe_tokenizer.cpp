@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <climits>
 #include <fstream>
 #include <mutex>
 #include <shared_mutex>
@@ -288,18 +287,18 @@ class BpeTokenizer final : public Tokenizer {
     cache_.emplace(word, std::move(ids));
   }
 
-  // Rank (lower merges first) and result of merging a and b, or rank INT_MAX when they don't merge.
-  std::pair<int32_t, TokenId> merge_of(TokenId a, TokenId b) const {
+  // Rank (lower merges first) and result of merging a and b, or nullopt when they don't merge.
+  std::optional<std::pair<int32_t, TokenId>> merge_of(TokenId a, TokenId b) const {
     if (s_.rank_merges) {
       // Ranks are ids in a tiktoken file, so the concatenation's id is its merge priority.
       std::string joined = s_.pieces[static_cast<size_t>(a)];
       joined += s_.pieces[static_cast<size_t>(b)];
       auto it = s_.vocab.find(joined);
-      if (it == s_.vocab.end()) return {INT_MAX, -1};
-      return {it->second, it->second};
+      if (it == s_.vocab.end()) return std::nullopt;
+      return std::pair<int32_t, TokenId>{it->second, it->second};
     }
     auto it = s_.merges.find(pair_key(a, b));
-    if (it == s_.merges.end()) return {INT_MAX, -1};
+    if (it == s_.merges.end()) return std::nullopt;
     return it->second;
   }
 
@@ -349,11 +348,7 @@ class BpeTokenizer final : public Tokenizer {
     if (syms.size() < 2) return syms;
 
     // Repeatedly merge the lowest-ranked adjacent pair, leftmost first on ties.
-    merge_pairs<int32_t>(syms, [this](TokenId a, TokenId b) {
-      const auto [rank, merged] = merge_of(a, b);
-      return rank == INT_MAX ? std::nullopt
-                             : std::optional<std::pair<int32_t, TokenId>>({rank, merged});
-    });
+    merge_pairs<int32_t>(syms, [this](TokenId a, TokenId b) { return merge_of(a, b); });
     return syms;
   }
 
