@@ -11,6 +11,15 @@
 
 namespace ming::test {
 
+// The checkout's paths are compiled into this file only, so the other test sources compile to
+// the same objects in every checkout (shared compiler caches hit).
+fs::path data_dir() {
+  if (const char* env = std::getenv("MING_DATA"); env && *env) return env;
+  return MING_DEFAULT_DATA_DIR;
+}
+fs::path source_dir() { return MING_SOURCE_DIR; }
+fs::path tool(const std::string& name) { return fs::path(MING_TOOL_DIR) / name; }
+
 TempDir::TempDir(const std::string& tag) {
   static std::atomic<int> counter{0};
   std::random_device rd;

@@ -12,13 +12,10 @@ namespace ming::test {
 namespace fs = std::filesystem;
 
 // The shared data folder: $MING_DATA if set, else ../shared/data beside the source tree.
-inline fs::path data_dir() {
-  if (const char* env = std::getenv("MING_DATA"); env && *env) return env;
-  return MING_DEFAULT_DATA_DIR;
-}
-inline fs::path source_dir() { return MING_SOURCE_DIR; }
+fs::path data_dir();
+fs::path source_dir();
 // Where the built tools are (the build folder's root).
-inline fs::path tool(const std::string& name) { return fs::path(MING_TOOL_DIR) / name; }
+fs::path tool(const std::string& name);
 
 // A fresh, empty folder under the system temp dir, removed when the object goes away.
 class TempDir {
