@@ -7,6 +7,7 @@
 #   scripts/check-platforms.sh            # cpu
 #   scripts/check-platforms.sh cuda       # CUDA 12.4 + NCCL flavour, compile + link
 #   scripts/check-platforms.sh cpu cuda   # both, one after the other
+#   scripts/check-platforms.sh --prepare-only cuda   # only make or refresh the root (no build)
 #
 # Environment:
 #   MING_PLATFORM_CACHE   where the roots live (default /var/cache/ming-platforms); one root per
@@ -31,11 +32,16 @@ components=main,contrib,non-free
 say() { echo "check-platforms: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-modes=("$@")
-((${#modes[@]})) || modes=(cpu)
-for mode in "${modes[@]}"; do
-  [[ $mode == cpu || $mode == cuda ]] || { echo "usage: $0 [cpu] [cuda]" >&2; exit 2; }
+prepare_only=false
+modes=()
+for arg in "$@"; do
+  case $arg in
+    cpu | cuda) modes+=("$arg") ;;
+    --prepare-only) prepare_only=true ;;
+    *) echo "usage: $0 [--prepare-only] [cpu] [cuda]" >&2; exit 2 ;;
+  esac
 done
+((${#modes[@]})) || modes=(cpu)
 [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot and mount)"
 [[ -d $data ]] || die "no data folder at $data (set MING_DATA)"
 data=$(cd "$data" && pwd)
@@ -83,14 +89,25 @@ mount_root() { # /proc, /dev, a private /dev/shm, the compiler cache, the data r
   mkdir -p "$r/proc" "$r/dev" "$r/ccache" "$r/src/shared/data" "$cache/ccache"
   mount -t proc proc "$r/proc"
   mount --bind /dev "$r/dev"
+  mount --bind /dev/pts "$r/dev/pts"
   mount -t tmpfs -o size=1g tmpfs "$r/dev/shm"
   mount --bind "$cache/ccache" "$r/ccache"
   mount --bind "$data" "$r/src/shared/data"
   mount -o remount,bind,ro "$r/src/shared/data"
 }
 active_root=""
-cleanup() { [[ -n $active_root ]] && unmount_all "$active_root"; }
+cleanup() { [[ -z $active_root ]] || unmount_all "$active_root"; }
 trap cleanup EXIT
+with_root_mounted() { # with_root_mounted ROOT command...: runs it with ROOT's mounts in place
+  local rc=0
+  active_root=$1
+  mount_root "$1"
+  shift
+  "$@" || rc=$?
+  unmount_all "$active_root"
+  active_root=""
+  return $rc
+}
 
 in_root() { # in_root ROOT command...: runs in the chroot with a clean environment
   local r=$1
@@ -163,45 +180,53 @@ refresh_packages() { # refresh_packages ROOT
     in_root "$1" apt-get clean
 }
 
+# A root is complete when its stamp, written last, names what it was made from: one line for the
+# system (suite, mirror, components), one for the build dependencies. Another system line, or no
+# stamp at all (an interrupted debootstrap or install), rebuilds it from nothing; another
+# dependency line (scripts/setup.sh changed) installs the difference; an old stamp upgrades it.
 prepare_root() { # prepare_root MODE: leaves a complete, up-to-date root at $cache/$suite-MODE
-  local mode=$1 r=$cache/$suite-$1 key stamp
-  key="suite=$suite mirror=$mirror components=$components packages=$(packages_for "$mode")"
-  stamp=$r/.ming-root-complete
-  if [[ -f $stamp && $(cat "$stamp") == "$key" ]]; then
-    if [[ -z $(find "$stamp" -mtime +"$refresh_days") ]]; then
+  local mode=$1 r=$cache/$suite-$1
+  local system="system: suite=$suite mirror=$mirror components=$components"
+  local deps="packages: $(packages_for "$mode")"
+  local stamp=$r/.ming-root-complete
+  if [[ -f $stamp && $(head -n 1 "$stamp") == "$system" ]]; then
+    if [[ $(sed -n 2p "$stamp") != "$deps" ]]; then
+      need_archive
+      say "the $mode root $r lacks build dependencies added since it was made: installing them"
+      with_root_mounted "$r" timed "$mode: dependency install" install_packages "$r" "$mode" ||
+        die "installing the build dependencies into $r failed"
+    elif [[ -n $(find "$stamp" -mtime +"$refresh_days") ]]; then
+      need_archive
+      say "refreshing the $mode root $r (its packages are older than $refresh_days days)"
+      with_root_mounted "$r" timed "$mode: refresh" refresh_packages "$r" ||
+        die "refreshing $r failed"
+    else
       say "reusing the complete $mode root $r"
       return
     fi
-    need_archive
-    say "refreshing the $mode root $r (older than $refresh_days days)"
-    active_root=$r
-    mount_root "$r"
-    timed "$mode: refresh" refresh_packages "$r" || die "refreshing $r failed"
-    unmount_all "$r"
-    active_root=""
-    touch "$stamp"
+    printf '%s\n%s\n' "$system" "$deps" >"$stamp"
     return
+  fi
+  if [[ -e $r ]]; then
+    if [[ -f $stamp ]]; then
+      say "the $mode root $r was made from another system ($(head -n 1 "$stamp")): it is rebuilt"
+    else
+      say "the $mode root $r is half-made (no completion stamp): it is rebuilt"
+    fi
   fi
   need_archive
   need_debootstrap
-  if [[ -e $r ]]; then
-    say "the $mode root $r is half-made or was made from other inputs: removing and rebuilding it"
-    remove_root "$r"
-  fi
+  [[ -e $r ]] && remove_root "$r"
   mkdir -p "$cache/debs"
   say "creating the $mode root $r ($suite from $mirror)"
   timed "$mode: root creation" debootstrap --variant=minbase --components="$components" \
     --cache-dir="$cache/debs" "$suite" "$r" "$mirror" || die "debootstrap failed; $r is left half-made"
   printf 'deb %s %s %s\n' "$mirror" "$suite" "${components//,/ }" >"$r/etc/apt/sources.list"
   cp /etc/resolv.conf "$r/etc/resolv.conf"
-  active_root=$r
-  mount_root "$r"
-  say "installing the build dependencies into the $mode root: $(packages_for "$mode")"
-  timed "$mode: dependency install" install_packages "$r" "$mode" ||
+  say "installing the build dependencies into the $mode root: ${deps#packages: }"
+  with_root_mounted "$r" timed "$mode: dependency install" install_packages "$r" "$mode" ||
     die "installing the build dependencies into $r failed; it is left half-made"
-  unmount_all "$r"
-  active_root=""
-  echo "$key" >"$stamp"
+  printf '%s\n%s\n' "$system" "$deps" >"$stamp"
 }
 
 # ---- build and test --------------------------------------------------------
@@ -283,4 +308,12 @@ check_mode() {
   sed 's/^/  /' "$result" >&2
 }
 
-for mode in "${modes[@]}"; do check_mode "$mode"; done
+main() {
+  local mode
+  for mode in "${modes[@]}"; do
+    if $prepare_only; then prepare_root "$mode"; else check_mode "$mode"; fi
+  done
+}
+# On one line, so that bash has read all of it before it runs: editing this file during a run
+# then cannot feed the running shell half a line.
+main; exit
