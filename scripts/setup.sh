@@ -2,7 +2,7 @@
 # Installs ming's system dependencies from Debian packages (when missing) and builds it in
 # Release into ./build. Idempotent: a second run only rebuilds what changed.
 #
-#   scripts/setup.sh                # deps + build
+#   scripts/setup.sh                # deps + build (MING_JOBS=N: N compile jobs, default all cores)
 #   BUILD_DIR=build-debug CMAKE_BUILD_TYPE=Debug scripts/setup.sh
 #   Torch_DIR=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')/Torch \
 #     scripts/setup.sh              # against a pip PyTorch 2.x (CUDA or not) instead of Debian's
@@ -15,9 +15,14 @@ packages=(build-essential cmake ninja-build pkg-config git python3
           libtorch-dev libsentencepiece-dev sentencepiece libcli11-dev libfmt-dev
           libyaml-cpp-dev doctest-dev nlohmann-json3-dev libopenblas-dev libopenblas0-openmp
           libpcre2-dev libutf8proc-dev libgloo-dev libisal-dev)
-# With a pip LibTorch (Torch_DIR set) Debian's libtorch-dev is not needed.
+# With a pip LibTorch (Torch_DIR set) Debian's libtorch-dev is not needed. Where Debian's CUDA
+# build of LibTorch is installed (libtorch-cuda-dev, Debian 13 contrib; it conflicts with
+# libtorch-dev), its Gloo is libgloo-cuda-dev.
 if [[ -n "${Torch_DIR:-}" ]]; then
   packages=("${packages[@]/libtorch-dev}")
+elif dpkg-query -W -f='${Status}' libtorch-cuda-dev 2>/dev/null | grep -q "install ok installed"; then
+  packages=("${packages[@]/#libtorch-dev/libtorch-cuda-dev}")
+  packages=("${packages[@]/#libgloo-dev/libgloo-cuda-dev}")
 fi
 
 missing=()
@@ -53,7 +58,7 @@ if [[ -d "$blas_dir" ]]; then
   done
 fi
 
-jobs=$(nproc 2>/dev/null || echo 2)
+jobs=${MING_JOBS:-$(nproc 2>/dev/null || echo 2)}
 # LibTorch translation units need ~1.5 GB of memory each to compile.
 mem_gb=$(awk '/MemAvailable/ {print int($2/1048576)}' /proc/meminfo 2>/dev/null || echo 8)
 (( jobs > mem_gb / 2 && mem_gb >= 2 )) && jobs=$(( mem_gb / 2 ))

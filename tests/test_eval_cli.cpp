@@ -178,7 +178,8 @@ TEST_CASE("ming-eval: bad task data exits 2 naming the file, line and field") {
                        "\"b\"}, \"answer_idx\": \"C\"}\n");
   r = t.eval("--model " + q(t.tmp / "no-model") + " --tasks " + q(t.tmp / "toy-mc.yaml"));
   CHECK(r.exit_code == 2);
-  CHECK(r.err.find("toy/test.jsonl:2: field 'answer_idx': option letter 'C' out of range") !=
+  CHECK(r.err.find(
+            "toy/test.jsonl:2: field 'answer_idx': answer letter 'C' is not among the options") !=
         std::string::npos);
 }
 
@@ -195,4 +196,97 @@ TEST_CASE("ming-eval: an unknown task name exits 2 listing the available tasks")
 }
 
 }  // namespace
+}  // namespace ming
+
+namespace ming {
+namespace {
+
+// metrics.json without what describes the run rather than the scores (run block, timings).
+json scores_only(json m) {
+  m.erase("run");
+  for (auto& [name, t] : m["tasks"].items()) {
+    t.erase("seconds");
+    t.erase("examples_per_second");
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("ming-eval --score: a run's own predictions.jsonl gives back its metrics.json exactly") {
+  CliToy t;
+  test::write_tiny_eval_model(t.tmp / "model");
+  const std::string tasks = q(t.tmp / "toy-mc.yaml") + "," + q(t.tmp / "toy-gen.yaml");
+  auto r = t.eval("--model " + q(t.tmp / "model") + " --tasks " + tasks +
+                  " --limit 6 -b 4 --bootstrap 200 --threads 1 -o " + q(t.tmp / "run"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto s = t.eval("--score " + q(t.tmp / "run" / "predictions.jsonl") + " --tasks " + tasks +
+                  " --bootstrap 200 -o " + q(t.tmp / "rescored"));
+  INFO(s.err);
+  REQUIRE(s.exit_code == 0);
+  const json run = json::parse(test::read_text(t.tmp / "run" / "metrics.json"));
+  const json rescored = json::parse(test::read_text(t.tmp / "rescored" / "metrics.json"));
+  CHECK(scores_only(run) == scores_only(rescored));  // bit-equal values and intervals
+  CHECK(rescored["run"]["tool"] == "ming-eval --score");
+  // The table differs only in nothing: same rows.
+  CHECK(s.out.substr(0, s.out.find("wrote")) == r.out.substr(0, r.out.find("wrote")));
+  // Rescored predictions carry the per-example stats, so --compare pairs them with the run.
+  auto c = t.eval("--compare " + q(t.tmp / "run" / "metrics.json") + " " +
+                  q(t.tmp / "rescored" / "metrics.json"));
+  CHECK(c.exit_code == 0);
+  CHECK(c.out.find("unpaired") == std::string::npos);
+}
+
+TEST_CASE("ming-eval --score: bad predictions exit 2 naming the file, line and field") {
+  CliToy t;
+  const std::string task = " --tasks " + q(t.tmp / "toy-gen.yaml");
+  auto score = [&](const std::string& lines) {
+    test::write_text(t.tmp / "preds.jsonl", lines);
+    return t.eval("--score " + q(t.tmp / "preds.jsonl") + task + " -o " + q(t.tmp / "out"));
+  };
+  auto r = score(
+      "{\"task\": \"toy-gen\", \"id\": \"toy-0\", \"output\": \"A\"}\n"
+      "{\"task\": \"medqa\", \"id\": \"toy-1\", \"output\": \"B\"}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("preds.jsonl:2: field 'task': 'medqa' is not among --tasks (toy-gen)") !=
+        std::string::npos);
+  r = score("{\"task\": \"toy-gen\", \"id\": \"nope\", \"output\": \"A\"}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("preds.jsonl:1: field 'id': 'nope' is not a record of task toy-gen") !=
+        std::string::npos);
+  r = score("{\"task\": \"toy-gen\", \"id\": \"toy-0\"}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("preds.jsonl:1: field 'output': missing") != std::string::npos);
+  r = score(
+      "{\"task\": \"toy-gen\", \"id\": \"toy-0\", \"output\": \"A\"}\n"
+      "{\"task\": \"toy-gen\", \"id\": \"toy-0\", \"output\": \"B\"}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("preds.jsonl:2: field 'id': a second output for record 'toy-0'") !=
+        std::string::npos);
+}
+
+TEST_CASE("ming-eval: a CSV task with a missing column or a foreign answer letter exits 2") {
+  CliToy t;
+  test::write_text(t.tmp / "exam.yaml",
+                   "name: exam\nlanguage: zh\ndata: \"{data}/exam.csv\"\n"
+                   "prompt: \"{Question}\\n{Options}\"\ngold: Answer\nscorer: loglik_choice\n"
+                   "choices:\n  field: Options\nmetrics: [accuracy]\n");
+  auto eval = [&] {
+    return t.eval("--model " + q(t.tmp / "no-model") + " --tasks " + q(t.tmp / "exam.yaml") +
+                  " --data " + q(t.tmp.path()));
+  };
+  test::write_text(t.tmp / "exam.csv", "Question,Answer\nq1,A\n");
+  auto r = eval();
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("exam.csv:2: column 'Options': missing (the prompt uses {Options})") !=
+        std::string::npos);
+  test::write_text(t.tmp / "exam.csv",
+                   "Question,Options,Answer\nq1,\"A x\nB y\",A\nq2,\"A x\nB y\",AC\n");
+  r = eval();
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("exam.csv:4: field 'Answer': answer 'AC': answer letter 'C' is not among the "
+                   "options (A, B)") != std::string::npos);
+}
+
 }  // namespace ming

@@ -2,11 +2,15 @@
 // scored against itself is 100 everywhere) and on perturbations computed by hand.
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <doctest/doctest.h>
 
 #include "ming/core/error.h"
 #include "ming/eval/promptcblue.h"
+#include "ming/eval/report.h"
+#include "ming/eval/scorer.h"
+#include "ming/eval/task.h"
 #include "support.h"
 
 namespace pc = ming::eval::promptcblue;
@@ -169,4 +173,62 @@ TEST_CASE("promptcblue: generation tasks use character ROUGE-L, per section for 
       example("IMCS-V2-MRG", "诊疗报告如下：\n主诉：发热。\n诊断：", gold)};
   // 主诉 exact (1); 诊断 empty -> "无 。" vs "感 冒 。": LCS 1, P 1/2, R 1/3, F 0.4. Mean 0.7.
   CHECK(pc::score(mrg).per_task["IMCS-V2-MRG"] == doctest::Approx(0.7).epsilon(1e-6));
+}
+
+TEST_CASE("promptcblue: every parser reads stripped text, as MING-MOE strips before parsing") {
+  DevSet d = load_dev();
+  const auto share = ming::test::source_dir() / "share";
+  const auto spec = ming::eval::load_task_spec("promptcblue", share);
+  CHECK(spec.system == "You are a helpful assistant.");
+  CHECK(spec.max_new_tokens == 1024);
+  CHECK((spec.stop_tokens == std::vector<std::string>{"<|im_end|>"}));
+  std::set<std::string> tasks, broken_unstripped;
+  for (const auto& r : d.records) {
+    const std::string task = r["task_dataset"].get<std::string>();
+    const std::string target = r["target"].get<std::string>();
+    const std::string padded = "\n  " + target + " \n\n";
+    INFO(task << ": " << target);
+    tasks.insert(task);
+    // Through the task's parser the padding makes no difference ...
+    CHECK(ming::eval::parse_answer(spec, padded, r) == ming::eval::parse_answer(spec, target, r));
+    // ... while the official post-processing itself is whitespace-sensitive for some tasks.
+    if (pc::parse_output(task, padded, r["answer_choices"]) !=
+        pc::parse_output(task, target, r["answer_choices"]))
+      broken_unstripped.insert(task);
+  }
+  CHECK(tasks.size() == 16);
+  INFO("whitespace-sensitive: " << json(broken_unstripped).dump());
+  for (const char* t : {"CHIP-CDN", "CHIP-CDEE", "IMCS-V2-SR", "CHIP-MDCFNPC", "CMeIE"})
+    CHECK_MESSAGE(broken_unstripped.count(t), t);
+}
+
+TEST_CASE("promptcblue: the 16-task mean is reported only when all 16 sub-tasks are there") {
+  DevSet d = load_dev();
+  const auto share = ming::test::source_dir() / "share";
+  const auto spec = ming::eval::load_task_spec("promptcblue", share);
+  auto report_of = [&](bool all) {
+    std::vector<ming::eval::ExampleResult> results;
+    size_t index = 0;
+    for (const auto& r : d.records) {
+      if (!all && r["task_dataset"] != "CMeEE-V2" && r["task_dataset"] != "KUAKE-QQR") continue;
+      json rec = r;
+      rec["answer"] = d.structured[r["sample_id"].get<std::string>()];
+      const ming::eval::TaskRecord tr{r["sample_id"].get<std::string>(), index + 1, index, rec};
+      results.push_back(ming::eval::rescore_example(spec, tr, r["target"].get<std::string>()));
+      ++index;
+    }
+    const auto t = ming::eval::summarize_task(spec, results, 0.0, {50, 1, 0.95});
+    return ming::eval::metrics_json({t}, {{"tasks", {"promptcblue"}}}, {50, 1, 0.95});
+  };
+  const json full = report_of(true);
+  CHECK(full["promptcblue"]["mean"].get<double>() == doctest::Approx(1.0));
+  CHECK(full["promptcblue"]["missing"].empty());
+  CHECK(ming::eval::format_table(full).find("(mean of the 16 sub-tasks)") != std::string::npos);
+  const json part = report_of(false);
+  CHECK(part["promptcblue"]["mean"].is_null());
+  CHECK(part["promptcblue"]["missing"].size() == 14);
+  CHECK(part["promptcblue"]["per_task"]["CMeEE-V2"].get<double>() == doctest::Approx(1.0));
+  const std::string table = ming::eval::format_table(part);
+  CHECK(table.find("no 16-task mean: 2 of 16 sub-tasks scored, missing ") != std::string::npos);
+  CHECK(table.find("CHIP-CDN") != std::string::npos);
 }

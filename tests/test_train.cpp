@@ -1,6 +1,7 @@
 // ming-train: the loop, resume, signals, data parallel, config errors. Runs on stories260K
 // (the real pretrained llama2.c model, imported) with tiny adapters so every case stays fast.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <regex>

@@ -2,6 +2,7 @@
 //
 //   ming-eval --model DIR [--adapter DIR] --tasks medqa,pubmedqa [--suite DIR] [-o OUTDIR]
 //   ming-eval --compare A/metrics.json B/metrics.json
+//   ming-eval --score PREDICTIONS.jsonl --tasks cmexam,promptcblue [--data DIR] [-o OUTDIR]
 //
 // Results: OUTDIR/predictions.jsonl, OUTDIR/metrics.json and a table on stdout; progress on
 // stderr. Exit status 2 for bad flags, task files or task data (the message names the file, line
@@ -24,6 +25,7 @@ struct EvalFlags {
   ming::eval::RunOptions run;
   std::string prompt_format = "auto", choice_norm = "none";
   std::vector<std::string> compare;
+  std::filesystem::path score;
   std::filesystem::path export_sft;
   int64_t max_per_task = 0;
 };
@@ -35,6 +37,7 @@ void export_sft(const EvalFlags& f, uint64_t seed) {
   for (const auto& t : f.run.tasks) specs.push_back(ming::eval::load_task_spec(t));
   ming::eval::SftExportOptions o;
   o.suite_dir = f.run.suite_dir;
+  o.data_dir = f.run.data_dir;
   o.split = f.run.split.empty() ? "train" : f.run.split;
   o.max_per_task = f.max_per_task;
   o.seed = seed;
@@ -55,6 +58,14 @@ void compare(const EvalFlags& f) {
     ming::io::write_json(f.run.output_dir / "comparison.json",
                          ming::eval::comparison_json(c, f.compare[0], f.compare[1]));
   }
+}
+
+void rescore(const EvalFlags& f) {
+  if (f.run.tasks.empty()) throw ming::UsageError("--score needs --tasks (the tasks it scores)");
+  auto result = ming::eval::score_predictions(f.run, f.score);
+  std::fputs(result.table.c_str(), stdout);
+  std::fprintf(stdout, "wrote %s/{predictions.jsonl,metrics.json}\n",
+               result.output_dir.string().c_str());
 }
 
 void evaluate(EvalFlags& f, const ming::cli::RuntimeFlags& rf) {
@@ -92,6 +103,8 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--suite", r.suite_dir, "suite folder from scripts/prepare-suite")
       ->capture_default_str();
+  app.add_option("--data", r.data_dir,
+                 "raw data folder for tasks that read it ({data}; default: $MING_DATA)");
   app.add_option("--split", r.split, "split to evaluate (default: each task's own)");
   app.add_option("--limit", r.limit, "first N records of each task (0 = all)");
   app.add_option("-o,--output-dir", r.output_dir,
@@ -116,6 +129,9 @@ int main(int argc, char** argv) {
   app.add_option("--compare", f.compare, "compare two runs: A/metrics.json B/metrics.json")
       ->expected(2)
       ->excludes(model);
+  app.add_option("--score", f.score,
+                 "score FILE's {task, id, output} lines with the tasks' parsers (no model)")
+      ->excludes(model);
   app.add_option("--export-sft", f.export_sft,
                  "write the tasks' --split (default train) as training conversations to FILE")
       ->excludes(model);
@@ -127,6 +143,8 @@ int main(int argc, char** argv) {
       export_sft(f, rf.seed);
     else if (!f.compare.empty())
       compare(f);
+    else if (!f.score.empty())
+      rescore(f);
     else
       evaluate(f, rf);
   });

@@ -173,6 +173,7 @@ json prediction_json(const TaskSpec& spec, const ExampleResult& r) {
   json j = {{"id", r.id},         {"task", r.task},     {"line", r.line}, {"prompt", r.prompt},
             {"output", r.output}, {"parsed", r.parsed}, {"gold", r.gold}};
   if (r.correct) j["correct"] = *r.correct;
+  if (!r.categories.empty()) j["categories"] = r.categories;
   // The example's own value of the primary metric (1/0 for accuracy, its F1, its perplexity).
   if (!spec.metrics.empty() && !r.stats.empty())
     j["score"] = number(aggregate(spec.metrics[0], {r.stats[0]}));
@@ -229,6 +230,16 @@ TaskReport summarize_task(const TaskSpec& spec, const std::vector<ExampleResult>
     }
     t.metrics.push_back(mv);
   }
+  if (!spec.metrics.empty() && !results.empty()) {
+    const auto rows = metric_rows(results, 0);
+    for (const auto& field : spec.categories) {
+      std::map<std::string, std::vector<size_t>> groups;
+      for (size_t i = 0; i < results.size(); ++i)
+        groups[results[i].categories.at(field)].push_back(i);
+      for (const auto& [value, members] : groups)
+        t.breakdowns[field][value] = {members.size(), aggregate(spec.metrics[0], rows, members)};
+    }
+  }
   return t;
 }
 
@@ -250,6 +261,13 @@ json metrics_json(const std::vector<TaskReport>& tasks, const json& run,
                   {"metrics", metrics},
                   {"seconds", t.seconds},
                   {"examples_per_second", t.seconds > 0 ? t.n / t.seconds : 0.0}};
+    if (!t.breakdowns.empty()) {
+      json b = json::object();
+      for (const auto& [field, values] : t.breakdowns)
+        for (const auto& [value, nv] : values)
+          b[field][value] = {{"n", nv.first}, {"value", number(nv.second)}};
+      entry["breakdowns"] = std::move(b);
+    }
     if (!t.promptcblue.empty()) {
       entry["promptcblue"] = t.promptcblue;
       cblue_rows.insert(cblue_rows.end(), t.promptcblue_rows.begin(), t.promptcblue_rows.end());
@@ -281,9 +299,13 @@ json metrics_json(const std::vector<TaskReport>& tasks, const json& run,
     for (const auto& name : promptcblue::task_datasets())
       if (!groups.count(name) && !(name == "CMeIE" && groups.count("CMeIE-V2")))
         missing.push_back(name);
-    doc["promptcblue"] = {{"mean", number(ci.point)}, {"ci_low", number(ci.lo)},
-                          {"ci_high", number(ci.hi)}, {"n_tasks", groups.size()},
-                          {"per_task", per_task},     {"missing", missing}};
+    const bool complete = missing.empty();
+    doc["promptcblue"] = {{"mean", complete ? number(ci.point) : json(nullptr)},
+                          {"ci_low", complete ? number(ci.lo) : json(nullptr)},
+                          {"ci_high", complete ? number(ci.hi) : json(nullptr)},
+                          {"n_tasks", groups.size()},
+                          {"per_task", per_task},
+                          {"missing", missing}};
   }
   return doc;
 }
@@ -319,6 +341,13 @@ std::string format_table(const json& doc) {
       for (const auto& [sub, v] : t["promptcblue"].items())
         rows.push_back({"  " + sub, "", metric_name(promptcblue::task_metric(sub)),
                         format_value(Metric::accuracy, v.get<double>())});
+    if (t.contains("breakdowns")) {
+      const Metric metric = metric_named(primary, "metrics.json");
+      for (const auto& [field, values] : t["breakdowns"].items())
+        for (const auto& [value, b] : values.items())
+          rows.push_back({"  " + field + ": " + value, std::to_string(b.value("n", 0)), primary,
+                          format_value(metric, json_value(b, "value"))});
+    }
   }
   std::string out = table(rows);
   const json& overall = doc.value("overall", json::object());
@@ -331,11 +360,18 @@ std::string format_table(const json& doc) {
                                                                  overall["excluded"].dump()));
   if (doc.contains("promptcblue")) {
     const json& p = doc["promptcblue"];
-    out += fmt::format("promptcblue: {} [{}, {}] (mean of {} of 16 sub-tasks)\n",
-                       format_value(Metric::accuracy, json_value(p, "mean")),
-                       format_value(Metric::accuracy, json_value(p, "ci_low")),
-                       format_value(Metric::accuracy, json_value(p, "ci_high")),
-                       p.value("n_tasks", 0));
+    std::vector<std::string> missing;
+    for (const auto& m : p.value("missing", json::array())) missing.push_back(m.get<std::string>());
+    if (missing.empty())
+      out += fmt::format("promptcblue: {} [{}, {}] (mean of the 16 sub-tasks)\n",
+                         format_value(Metric::accuracy, json_value(p, "mean")),
+                         format_value(Metric::accuracy, json_value(p, "ci_low")),
+                         format_value(Metric::accuracy, json_value(p, "ci_high")));
+    else
+      out += fmt::format(
+          "promptcblue: no 16-task mean: {} of 16 sub-tasks scored, missing {} (per-task scores "
+          "above)\n",
+          p.value("n_tasks", 0), fmt::join(missing, ", "));
   }
   return out;
 }

@@ -340,6 +340,9 @@ void score_generation(const TaskSpec& spec, const std::vector<TaskRecord>& recor
   go.sampling = o.sampling;
   go.max_new_tokens = o.max_new_tokens > 0 ? o.max_new_tokens : spec.max_new_tokens;
   go.eos_ids = m.eos_token_ids;
+  for (const auto& token : spec.stop_tokens)
+    if (auto id = m.tokenizer->find(token); id && m.tokenizer->is_special(*id))
+      go.eos_ids.push_back(*id);
   go.stop = spec.stop;
   const int64_t max_len = max_length_of(m, o);
   // Room for the answer: prompts lose tokens from the left so prompt + answer fit the model.
@@ -501,12 +504,9 @@ std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<Ta
         fail_usage("task {}: record '{}' (line {}): {}", spec.name, rec.id, rec.line, e.what());
       }
       auto& res = results[i];
-      res.id = rec.id;
-      res.task = spec.name;
-      res.line = rec.line;
+      res = example_shell(spec, rec);
       res.prompt = units.back().prompt.text;
       res.prompt_tokens = units.back().prompt.ids;
-      res.gold = gold_answer(spec, rec.data);
     }
     switch (spec.scorer) {
       case Scorer::loglik_choice:
@@ -526,13 +526,52 @@ std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<Ta
           res.stats.push_back(example_nll(res.nll, static_cast<double>(res.n_tokens)));
         continue;
       }
-      res.correct = whole_answer_correct(spec, res.parsed, res.gold);
-      for (Metric metric : spec.metrics)
-        res.stats.push_back(score_example(spec, metric, res.parsed, records[i].data));
+      finish_example(spec, records[i], res);
     }
     if (on_batch) on_batch(results, begin, end);
   }
   return results;
+}
+
+ExampleResult example_shell(const TaskSpec& spec, const TaskRecord& record) {
+  ExampleResult res;
+  res.id = record.id;
+  res.task = spec.name;
+  res.line = record.line;
+  res.gold = gold_answer(spec, record.data);
+  for (const auto& field : spec.categories) {
+    const json& v = record.data.at(field);
+    res.categories[field] = v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return res;
+}
+
+void finish_example(const TaskSpec& spec, const TaskRecord& record, ExampleResult& res) {
+  res.correct = whole_answer_correct(spec, res.parsed, res.gold);
+  res.stats.clear();
+  for (Metric metric : spec.metrics)
+    res.stats.push_back(score_example(spec, metric, res.parsed, record.data));
+}
+
+ExampleResult rescore_example(const TaskSpec& spec, const TaskRecord& record,
+                              const std::string& output) {
+  if (spec.scorer == Scorer::perplexity)
+    fail_usage("task {}: scored by perplexity, which needs the model, not generated text",
+               spec.name);
+  ExampleResult res = example_shell(spec, record);
+  res.prompt = render_prompt(spec, record.data);
+  res.output = output;
+  if (spec.scorer == Scorer::loglik_choice) {
+    // What a loglik run writes as output: the chosen option's key.
+    res.parsed = strip_unicode(output);
+    const Choices c = record_choices(spec, record.data);
+    for (size_t k = 0; k < c.keys.size(); ++k)
+      if (c.keys[k] == res.parsed.get<std::string>()) res.chosen = static_cast<int64_t>(k);
+  } else {
+    res.parsed = parse_answer(spec, output, record.data);
+  }
+  finish_example(spec, record, res);
+  return res;
 }
 
 std::vector<ExampleStats> metric_rows(const std::vector<ExampleResult>& results,

@@ -11,9 +11,7 @@ namespace ming::eval {
 
 std::string sft_target(const TaskSpec& spec, const nlohmann::json& record) {
   if (spec.scorer == Scorer::loglik_choice) {
-    Choices c = record_choices(spec, record);
-    std::string t = c.continuations.at(c.gold);
-    return t.size() > 0 && t[0] == ' ' ? t.substr(1) : t;
+    return record_choices(spec, record).gold_answer;
   }
   const auto it = record.find(spec.gold);
   if (it == record.end())
@@ -36,12 +34,13 @@ std::vector<std::pair<std::string, int64_t>> export_sft(const std::vector<TaskSp
   std::vector<std::pair<std::string, int64_t>> counts;
   io::AtomicFile file(out);
   for (const auto& spec : tasks) {
-    if (!std::filesystem::exists(task_data_path(spec, options.suite_dir, options.split))) {
+    if (!std::filesystem::exists(
+            task_data_path(spec, options.suite_dir, options.split, options.data_dir))) {
       log::warn("export: task '{}' has no {} split in '{}'; skipped", spec.name, options.split,
                 options.suite_dir.string());
       continue;
     }
-    auto records = load_task_records(spec, options.suite_dir, options.split);
+    auto records = load_task_records(spec, options.suite_dir, options.split, options.data_dir);
     if (options.max_per_task > 0 && static_cast<int64_t>(records.size()) > options.max_per_task) {
       uint64_t h = 1469598103934665603ull;  // FNV-1a of the task name: a stable per-task stream
       for (unsigned char ch : spec.name) h = (h ^ ch) * 1099511628211ull;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -11,6 +12,7 @@
 
 #include "ming/core/error.h"
 #include "ming/eval/promptcblue.h"
+#include "ming/io/csv.h"
 
 namespace ming::eval {
 
@@ -26,6 +28,8 @@ const std::vector<std::pair<Scorer, const char*>> kScorers = {
 
 const std::vector<std::pair<AnswerParser, const char*>> kParsers = {
     {AnswerParser::option_letter, "option_letter"},
+    {AnswerParser::exam_cot, "exam_cot"},
+    {AnswerParser::first_letter, "first_letter"},
     {AnswerParser::yes_no_maybe, "yes_no_maybe"},
     {AnswerParser::label, "label"},
     {AnswerParser::entity_list, "entity_list"},
@@ -143,9 +147,104 @@ std::vector<std::string> split_lines(const std::string& s) {
 
 std::vector<std::string> option_keys(const json& record, const std::string& field) {
   std::vector<std::string> keys;
-  if (!field.empty() && record.contains(field) && record[field].is_object())
-    for (const auto& [k, v] : record[field].items()) keys.push_back(k);
+  for (const auto& [k, v] : record_options(record, field)) keys.push_back(k);
   return keys;
+}
+
+bool is_option_parser(AnswerParser p) {
+  return p == AnswerParser::option_letter || p == AnswerParser::exam_cot ||
+         p == AnswerParser::first_letter;
+}
+
+// The record field holding a task's lettered options ("" when its gold is not a letter).
+std::string letter_options_field(const TaskSpec& spec) {
+  if (spec.scorer == Scorer::loglik_choice)
+    return spec.continuation_is_letter ? spec.choices_field : "";
+  return is_option_parser(spec.parser) ? spec.options_field : "";
+}
+
+// The gold letters of `gold` ("B", "ACE", "A, C", ["A", "C"]) sorted and de-duplicated, or a
+// UsageError saying which letter is not among `keys`.
+std::string canonical_letters(const json& gold, const std::vector<std::string>& keys,
+                              const std::string& field) {
+  std::string text;
+  if (gold.is_array()) {
+    for (const auto& g : gold) text += g.is_string() ? g.get<std::string>() : g.dump();
+  } else {
+    text = as_text(gold);
+    if (std::find(keys.begin(), keys.end(), text) != keys.end()) return text;
+  }
+  std::set<std::string> letters;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == ',' || c == ';' || c == '\t') continue;
+    if (text.compare(i, 3, "\xE3\x80\x81") == 0) {  // 、
+      i += 2;
+      continue;
+    }
+    const std::string letter(1, c);
+    if (!std::isalpha(static_cast<unsigned char>(c)))
+      fail_usage("field '{}': answer '{}' is not option letters (options: {})", field, text,
+                 join(keys, ", "));
+    if (std::find(keys.begin(), keys.end(), letter) == keys.end())
+      fail_usage("field '{}': {}answer letter '{}' is not among the options ({})", field,
+                 text.size() > 1 ? "answer '" + text + "': " : "", letter, join(keys, ", "));
+    letters.insert(letter);
+  }
+  if (letters.empty())
+    fail_usage("field '{}': empty answer (options: {})", field, join(keys, ", "));
+  std::string out;
+  for (const auto& l : letters) out += l;
+  return out;
+}
+
+// The letters a parser may return: A-E (MING-MOE's fixed [A-E]) and the record's own options.
+std::set<char> exam_letters(const std::vector<std::string>& keys) {
+  std::set<char> letters = {'A', 'B', 'C', 'D', 'E'};
+  for (const auto& k : keys)
+    if (k.size() == 1) letters.insert(k[0]);
+  return letters;
+}
+
+std::string letters_in(const std::string& text, const std::set<char>& valid) {
+  std::set<char> found;
+  for (char c : text)
+    if (valid.count(c)) found.insert(c);
+  return std::string(found.begin(), found.end());
+}
+
+// eval_em.py's multiplechoice_acc as a parser. Python's re.search(r'答案为(.*?)$', text) without
+// MULTILINE matches only where "答案为" is followed by the rest of the (stripped) text without a
+// line break: on the last line.
+std::string parse_exam_cot(const std::string& text, const std::vector<std::string>& keys) {
+  const std::set<char> valid = exam_letters(keys);
+  const size_t nl = text.rfind('\n');
+  const std::string last = nl == std::string::npos ? text : text.substr(nl + 1);
+  static const std::string kAnswerIs = "答案为";
+  if (size_t pos = last.find(kAnswerIs); pos != std::string::npos)
+    return letters_in(last.substr(pos + kAnswerIs.size()), valid);
+  // "X错，为本题正确答案": the wrong statement X is what a "which is false" question asks for.
+  static const std::string kWrongIsAnswer = "错，为本题正确答案";
+  for (size_t pos = text.find(kWrongIsAnswer); pos != std::string::npos;
+       pos = text.find(kWrongIsAnswer, pos + 1)) {
+    size_t b = pos;
+    while (b > 0 && valid.count(text[b - 1])) --b;
+    if (b < pos) return letters_in(text.substr(b, pos - b), valid);
+  }
+  // Option-by-option judgements: every X written as "X对" is chosen.
+  static const std::string kRight = "对";
+  std::string chosen;
+  for (char c : valid)
+    if (text.find(std::string(1, c) + kRight) != std::string::npos) chosen += c;
+  return chosen;
+}
+
+// eval_em.py's answer_acc / mmedbench_acc: re.findall(r'[A-E]', text)[0].
+std::string parse_first_letter(const std::string& text, const std::vector<std::string>& keys) {
+  const std::set<char> valid = exam_letters(keys);
+  for (char c : text)
+    if (valid.count(c)) return std::string(1, c);
+  return "";
 }
 
 std::string parse_option_letter(const std::string& raw, const std::vector<std::string>& letters) {
@@ -355,9 +454,10 @@ TaskSpec load_task_spec(const std::string& path_or_name, const fs::path& share_d
   Problems p{path, {}};
   TaskSpec spec;
   spec.source = path;
-  check_keys(p, root, "",
-             {"name", "language", "description", "data", "split", "system", "prompt", "gold",
-              "scorer", "choices", "answer", "metrics", "generation"});
+  check_keys(
+      p, root, "",
+      {"name", "language", "description", "data", "format", "split", "id_field", "categories",
+       "system", "prompt", "gold", "scorer", "choices", "answer", "metrics", "generation"});
   if (read_string(p, root, "name", "name", &spec.name, true) &&
       !std::regex_match(spec.name, std::regex(R"([a-z0-9][a-z0-9._-]*)")))
     p.add(root["name"].Mark(), "name",
@@ -367,9 +467,21 @@ TaskSpec load_task_spec(const std::string& path_or_name, const fs::path& share_d
     p.add(root["language"].Mark(), "language", fmt::format("'{}' is not en or zh", spec.language));
   read_string(p, root, "description", "description", &spec.description, false);
   if (read_string(p, root, "data", "data", &spec.data, true) &&
-      spec.data.find("{split}") == std::string::npos)
-    p.add(root["data"].Mark(), "data", "must contain {split} (e.g. {suite}/medqa/{split}.jsonl)");
+      spec.data.find("{suite}") == std::string::npos &&
+      spec.data.find("{data}") == std::string::npos)
+    p.add(root["data"].Mark(), "data",
+          "must start from {suite} or {data} (e.g. {suite}/medqa/{split}.jsonl)");
+  if (read_string(p, root, "format", "format", &spec.format, false) && spec.format != "jsonl" &&
+      spec.format != "csv")
+    p.add(root["format"].Mark(), "format", fmt::format("'{}' is not jsonl or csv", spec.format));
+  if (spec.format.empty()) {
+    const std::string lower = lower_ascii(spec.data);
+    spec.format =
+        lower.size() >= 4 && lower.compare(lower.size() - 4, 4, ".csv") == 0 ? "csv" : "jsonl";
+  }
   read_string(p, root, "split", "split", &spec.split, false);
+  read_string(p, root, "id_field", "id_field", &spec.id_field, false);
+  read_string_list(p, root, "categories", "categories", &spec.categories);
   read_string(p, root, "system", "system", &spec.system, false);
   if (read_string(p, root, "prompt", "prompt", &spec.prompt, true)) {
     try {
@@ -489,7 +601,7 @@ TaskSpec load_task_spec(const std::string& path_or_name, const fs::path& share_d
     if (!gen.IsMap()) {
       p.add(gen.Mark(), "generation", "expected a mapping");
     } else {
-      check_keys(p, gen, "generation", {"max_new_tokens", "stop"});
+      check_keys(p, gen, "generation", {"max_new_tokens", "stop", "stop_tokens"});
       if (YAML::Node n = gen["max_new_tokens"]) {
         try {
           spec.max_new_tokens = n.as<int>();
@@ -499,6 +611,7 @@ TaskSpec load_task_spec(const std::string& path_or_name, const fs::path& share_d
         }
       }
       read_string_list(p, gen, "stop", "generation.stop", &spec.stop);
+      read_string_list(p, gen, "stop_tokens", "generation.stop_tokens", &spec.stop_tokens);
     }
   }
 
@@ -511,15 +624,48 @@ TaskSpec load_task_spec(const std::string& path_or_name, const fs::path& share_d
   return spec;
 }
 
-fs::path task_data_path(const TaskSpec& spec, const fs::path& suite_dir, const std::string& split) {
+fs::path task_data_path(const TaskSpec& spec, const fs::path& suite_dir, const std::string& split,
+                        const fs::path& data_dir) {
   std::string s = spec.data;
   auto sub = [&s](const std::string& key, const std::string& value) {
     for (size_t pos = s.find(key); pos != std::string::npos; pos = s.find(key, pos + value.size()))
       s.replace(pos, key.size(), value);
   };
   sub("{suite}", suite_dir.string());
+  if (s.find("{data}") != std::string::npos) {
+    fs::path data = data_dir;
+    if (data.empty())
+      if (const char* env = std::getenv("MING_DATA"); env && *env) data = env;
+    if (data.empty())
+      fail_usage(
+          "task {}: its data ({}) is in the raw data folder: give --data DIR or set MING_DATA",
+          spec.name, spec.data);
+    sub("{data}", data.string());
+  }
   sub("{split}", split.empty() ? spec.split : split);
   return s;
+}
+
+std::vector<std::pair<std::string, std::string>> record_options(const json& record,
+                                                                const std::string& field) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (field.empty() || !record.is_object() || !record.contains(field)) return out;
+  const json& v = record[field];
+  if (v.is_object()) {
+    for (const auto& [k, x] : v.items()) out.emplace_back(k, as_text(x));
+    return out;
+  }
+  if (!v.is_string()) return out;
+  // One option per line: a capital letter, then a separator (space, '.', '．', '、', ':', ')').
+  static const std::regex line_re(
+      R"(^\s*\(?([A-Z])\)?(?:\s*(?:\.|:|\)|\xEF\xBC\x8E|\xE3\x80\x81|\xEF\xBC\x9A|\xEF\xBC\x89))?\s*(.*?)\s*$)");
+  for (const auto& line : split_lines(v.get<std::string>())) {
+    if (trim_ascii(line).empty()) continue;
+    std::smatch m;
+    if (!std::regex_match(line, m, line_re)) return {};
+    out.emplace_back(m[1].str(), m[2].str());
+  }
+  return out;
 }
 
 Choices record_choices(const TaskSpec& spec, const json& record) {
@@ -527,12 +673,13 @@ Choices record_choices(const TaskSpec& spec, const json& record) {
     fail_usage("task {}: choices exist only for scorer loglik_choice", spec.name);
   Choices c;
   if (!spec.choices_field.empty()) {
-    if (!record.contains(spec.choices_field) || !record[spec.choices_field].is_object() ||
-        record[spec.choices_field].empty())
-      fail_usage("field '{}': expected a non-empty object of options", spec.choices_field);
-    for (const auto& [k, v] : record[spec.choices_field].items()) {
+    const auto options = record_options(record, spec.choices_field);
+    if (options.empty())
+      fail_usage("field '{}': expected options (an object of letters, or \"A ...\" lines)",
+                 spec.choices_field);
+    for (const auto& [k, v] : options) {
       c.keys.push_back(k);
-      c.continuations.push_back(" " + (spec.continuation_is_letter ? k : as_text(v)));
+      c.continuations.push_back(" " + (spec.continuation_is_letter ? k : v));
     }
   } else {
     for (const auto& v : spec.choice_values) {
@@ -541,37 +688,48 @@ Choices record_choices(const TaskSpec& spec, const json& record) {
     }
   }
   if (!record.contains(spec.gold)) fail_usage("field '{}': missing", spec.gold);
+  if (spec.continuation_is_letter && !spec.choices_field.empty()) {
+    c.gold_answer = canonical_letters(record[spec.gold], c.keys, spec.gold);
+    auto it = std::find(c.keys.begin(), c.keys.end(), c.gold_answer);
+    if (it == c.keys.end())
+      it = std::find(c.keys.begin(), c.keys.end(), c.gold_answer.substr(0, 1));
+    c.gold = static_cast<size_t>(it - c.keys.begin());
+    return c;
+  }
   const std::string gold = as_text(record[spec.gold]);
   auto it = std::find(c.keys.begin(), c.keys.end(), gold);
   if (it == c.keys.end()) {
     if (!spec.choices_field.empty())
-      fail_usage("field '{}': option letter '{}' out of range (options: {})", spec.gold, gold,
+      fail_usage("field '{}': answer '{}' is not among the options ({})", spec.gold, gold,
                  join(c.keys, ", "));
     fail_usage("field '{}': '{}' is not one of the choices ({})", spec.gold, gold,
                join(c.keys, ", "));
   }
   c.gold = static_cast<size_t>(it - c.keys.begin());
+  c.gold_answer = spec.continuation_is_letter ? gold : c.continuations[c.gold].substr(1);
   return c;
 }
 
-std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& suite_dir,
-                                          const std::string& split) {
-  const fs::path path = task_data_path(spec, suite_dir, split);
+namespace {
+
+struct RawRecord {
+  size_t line = 0;
+  json data;
+};
+
+std::vector<RawRecord> read_raw_records(const TaskSpec& spec, const fs::path& path) {
+  std::vector<RawRecord> out;
+  if (spec.format == "csv") {
+    for (auto& row : io::read_csv(path))
+      out.push_back({static_cast<size_t>(row.line), std::move(row.fields)});
+    return out;
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in)
-    fail_usage("task {}: cannot read {} (hint: run scripts/prepare-suite --out {})", spec.name,
-               path.string(), suite_dir.string());
-  const std::vector<std::string> fields = template_fields(spec.prompt);
-  std::vector<TaskRecord> records;
-  std::set<std::string> ids;
   std::string line;
   size_t n = 0;
   while (std::getline(in, line)) {
     ++n;
     if (trim_ascii(line).empty()) continue;
-    auto where = [&](const std::string& field) {
-      return fmt::format("{}:{}: field '{}'", path.string(), n, field);
-    };
     json rec;
     try {
       rec = json::parse(line);
@@ -579,24 +737,57 @@ std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& 
       fail_usage("{}:{}: invalid JSON: {}", path.string(), n, e.what());
     }
     if (!rec.is_object()) fail_usage("{}:{}: expected a JSON object per line", path.string(), n);
-    if (!rec.contains("id") || !rec["id"].is_string())
-      fail_usage("{}: missing (or not a string)", where("id"));
-    std::string id = rec["id"].get<std::string>();
-    if (!ids.insert(id).second) fail_usage("{}: duplicate id '{}'", where("id"), id);
+    out.push_back({n, std::move(rec)});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& suite_dir,
+                                          const std::string& split, const fs::path& data_dir) {
+  const fs::path path = task_data_path(spec, suite_dir, split, data_dir);
+  if (!fs::is_regular_file(path))
+    fail_usage("task {}: cannot read {} (hint: {})", spec.name, path.string(),
+               spec.data.find("{data}") != std::string::npos
+                   ? "--data DIR names the folder of ../shared/data's layout"
+                   : "run scripts/prepare-suite --out " + suite_dir.string());
+  const std::vector<std::string> fields = template_fields(spec.prompt);
+  const char* row_kind = spec.format == "csv" ? "column" : "field";
+  std::vector<TaskRecord> records;
+  std::set<std::string> ids;
+  auto raw = read_raw_records(spec, path);
+  for (size_t index = 0; index < raw.size(); ++index) {
+    const size_t n = raw[index].line;
+    json& rec = raw[index].data;
+    auto where = [&](const std::string& field) {
+      return fmt::format("{}:{}: {} '{}'", path.string(), n, row_kind, field);
+    };
+    std::string id = std::to_string(index);
+    if (rec.contains(spec.id_field)) {
+      const json& v = rec[spec.id_field];
+      if (v.is_string())
+        id = v.get<std::string>();
+      else if (v.is_number_integer())
+        id = v.dump();
+      else
+        fail_usage("{}: expected a string or integer id", where(spec.id_field));
+    }
+    if (!ids.insert(id).second) fail_usage("{}: duplicate id '{}'", where(spec.id_field), id);
     for (const auto& f : fields)
       if (!rec.contains(f)) fail_usage("{}: missing (the prompt uses {{{}}})", where(f), f);
     if (!rec.contains(spec.gold))
       fail_usage("{}: missing (the task's gold field)", where(spec.gold));
+    for (const auto& f : spec.categories)
+      if (!rec.contains(f)) fail_usage("{}: missing (a category of the task)", where(f));
     try {
       if (spec.scorer == Scorer::loglik_choice) record_choices(spec, rec);
-      if (spec.parser == AnswerParser::option_letter && !spec.options_field.empty()) {
+      if (is_option_parser(spec.parser) && !spec.options_field.empty()) {
         auto keys = option_keys(rec, spec.options_field);
         if (keys.empty())
-          fail_usage("field '{}': expected an object of options", spec.options_field);
-        std::string gold = as_text(rec[spec.gold]);
-        if (std::find(keys.begin(), keys.end(), gold) == keys.end())
-          fail_usage("field '{}': option letter '{}' out of range (options: {})", spec.gold, gold,
-                     join(keys, ", "));
+          fail_usage("{} '{}': expected options (an object of letters, or \"A ...\" lines)",
+                     row_kind, spec.options_field);
+        canonical_letters(rec[spec.gold], keys, spec.gold);
       }
       if (spec.parser == AnswerParser::label && !spec.labels_field.empty() &&
           !(rec.contains(spec.labels_field) && rec[spec.labels_field].is_array()))
@@ -611,15 +802,20 @@ std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& 
     } catch (const UsageError& e) {
       fail_usage("{}:{}: {}", path.string(), n, e.what());
     }
-    records.push_back({std::move(id), n, std::move(rec)});
+    records.push_back({std::move(id), n, index, std::move(rec)});
   }
   return records;
 }
 
-json parse_answer(const TaskSpec& spec, const std::string& text, const json& record) {
+json parse_answer(const TaskSpec& spec, const std::string& generated, const json& record) {
+  const std::string text = strip_unicode(generated);
   switch (spec.parser) {
     case AnswerParser::option_letter:
       return parse_option_letter(text, option_keys(record, spec.options_field));
+    case AnswerParser::exam_cot:
+      return parse_exam_cot(text, option_keys(record, spec.options_field));
+    case AnswerParser::first_letter:
+      return parse_first_letter(text, option_keys(record, spec.options_field));
     case AnswerParser::yes_no_maybe:
       return parse_yes_no_maybe(text);
     case AnswerParser::label:
@@ -637,20 +833,24 @@ json parse_answer(const TaskSpec& spec, const std::string& text, const json& rec
       return m.size() > 1 ? m[1].str() : m[0].str();
     }
     case AnswerParser::text:
-      return strip_unicode(text);
+      return text;
     case AnswerParser::promptcblue:
       return promptcblue::parse_output(record.value("task_dataset", ""), text,
                                        record.value("answer_choices", json()));
     case AnswerParser::none:
       break;
   }
-  return strip_unicode(text);
+  return text;
 }
 
 json gold_answer(const TaskSpec& spec, const json& record) {
   if (!record.contains(spec.gold))
     fail_usage("task {}: record lacks gold field '{}'", spec.name, spec.gold);
   const json& g = record[spec.gold];
+  if (const std::string field = letter_options_field(spec); !field.empty()) {
+    const auto keys = option_keys(record, field);
+    if (!keys.empty()) return canonical_letters(g, keys, spec.gold);
+  }
   switch (spec.parser) {
     case AnswerParser::entity_list:
       return g.is_string() ? parse_entity_list(g.get<std::string>()) : g;

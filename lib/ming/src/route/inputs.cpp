@@ -49,10 +49,7 @@ std::optional<std::vector<text::ChatMessage>> render_with_spec(const eval::TaskS
   messages.push_back({text::Role::user, eval::render_prompt(spec, record)});
   std::string answer;
   if (spec.scorer == eval::Scorer::loglik_choice) {
-    auto choices = eval::record_choices(spec, record);
-    answer = choices.continuations.at(choices.gold);
-    // Continuations carry the leading space they take after a raw prompt; a chat turn does not.
-    while (!answer.empty() && answer.front() == ' ') answer.erase(answer.begin());
+    answer = eval::record_choices(spec, record).gold_answer;
   } else {
     answer = as_text(record.at(spec.gold));
   }

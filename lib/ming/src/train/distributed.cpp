@@ -1,5 +1,5 @@
 // The one place that touches c10d; its API moved between LibTorch 1.13 and 2.x (ProcessGroup ->
-// Backend), so everything version-dependent stays in this file.
+// Backend, TCPStore's libuv default), so everything version-dependent stays in this file.
 #include "ming/train/distributed.h"
 
 #include <cstdlib>
@@ -14,12 +14,32 @@
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #if defined(MING_WITH_NCCL)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace ming::train {
 namespace {
+
+// Gloo and NCCL are c10d::ProcessGroups in LibTorch 1.13; from 2.0 they are c10d::Backends (a
+// ProcessGroup became a dispatcher over per-device Backends, and the collectives live on Backend).
+#if TORCH_VERSION_MAJOR >= 2
+using CollectiveBackend = c10d::Backend;
+#else
+using CollectiveBackend = c10d::ProcessGroup;
+#endif
+
+// LibTorch 2.4 made TCPStore's libuv server the default; Debian's LibTorch 2.6 is built without
+// libuv and refuses it ("use_libuv was requested but PyTorch was build without libuv support"),
+// so ming asks for the classic server, which every build has.
+void use_classic_store_server(c10d::TCPStoreOptions& opts) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  opts.useLibUV = false;
+#else
+  (void)opts;
+#endif
+}
 
 std::optional<std::string> env(const char* name) {
   const char* v = std::getenv(name);
@@ -95,29 +115,10 @@ WorldInfo detect_world() {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-#if defined(MING_WITH_NCCL)
-  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
-#endif
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  c10::intrusive_ptr<CollectiveBackend> backend;  // NCCL for CUDA tensors, else Gloo
 
-  void all_reduce(std::vector<torch::Tensor>& t) {
-#if defined(MING_WITH_NCCL)
-    if (nccl) {
-      nccl->allreduce(t)->wait();
-      return;
-    }
-#endif
-    gloo->allreduce(t)->wait();
-  }
-  void broadcast(std::vector<torch::Tensor>& t) {
-#if defined(MING_WITH_NCCL)
-    if (nccl) {
-      nccl->broadcast(t)->wait();
-      return;
-    }
-#endif
-    gloo->broadcast(t)->wait();
-  }
+  void all_reduce(std::vector<torch::Tensor>& t) { backend->allreduce(t)->wait(); }
+  void broadcast(std::vector<torch::Tensor>& t) { backend->broadcast(t)->wait(); }
 };
 
 ProcessGroup::ProcessGroup(const WorldInfo& world, torch::Device device, int timeout_s)
@@ -129,12 +130,13 @@ ProcessGroup::ProcessGroup(const WorldInfo& world, torch::Device device, int tim
   opts.numWorkers = world_.world_size;
   opts.waitWorkers = true;
   opts.timeout = std::chrono::seconds(timeout_s);
+  use_classic_store_server(opts);
   log::info("distributed: rank {}/{} ({}), rendezvous at {}:{}", world_.rank, world_.world_size,
             world_.launcher, world_.master_addr, world_.master_port);
   impl_->store = c10::make_intrusive<c10d::TCPStore>(world_.master_addr, opts);
 #if defined(MING_WITH_NCCL)
   if (device.is_cuda()) {
-    impl_->nccl =
+    impl_->backend =
         c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, world_.rank, world_.world_size);
     return;
   }
@@ -149,8 +151,8 @@ ProcessGroup::ProcessGroup(const WorldInfo& world, torch::Device device, int tim
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   else
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, world_.rank,
-                                                            world_.world_size, options);
+  impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, world_.rank,
+                                                               world_.world_size, options);
 }
 
 ProcessGroup::~ProcessGroup() = default;

@@ -12,11 +12,16 @@
 //    "tasks": {"<task>": {"n": 400, "scorer": "loglik_choice", "primary": "accuracy",
 //                         "metrics": {"accuracy": {"value": .31, "ci_low": .27, "ci_high": .36}},
 //                         "seconds": 12.5,
-//                         "promptcblue": {"CMeEE-V2": .41, ...}   // promptcblue tasks only
-//                        }, ...},
+//                         "promptcblue": {"CMeEE-V2": .41, ...},  // promptcblue tasks only
+//                         "breakdowns": {"Difficulty level": {"1": {"n": 230, "value": .3}}}
+//                        }, ...},                                 // tasks with categories
+
 //    "overall": {"primary_mean": .., "tasks": [...], "excluded": [...perplexity tasks...]},
 //    "promptcblue": {"mean": .., "ci_low": .., "ci_high": .., "per_task": {...}, "missing": []}}
 // Values are fractions (perplexity: itself); confidence intervals are 95% percentile bootstrap.
+// A breakdown's value is the task's primary metric over the examples with that category value.
+// PromptCBLUE's mean (the paper's headline figure) is the mean over all 16 sub-tasks: with any
+// missing it is null, and the table names the missing ones.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +67,8 @@ struct TaskReport {
   // PromptCBLUE tasks: sub-task -> score, and the rows for the suite-level interval.
   std::map<std::string, double> promptcblue;
   std::vector<ExampleStats> promptcblue_rows;
+  // category field -> value -> (examples, primary metric over them)
+  std::map<std::string, std::map<std::string, std::pair<size_t, double>>> breakdowns;
 };
 
 // Aggregates a task's results with bootstrap intervals.

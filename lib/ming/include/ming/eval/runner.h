@@ -30,6 +30,7 @@ struct RunOptions {
   std::filesystem::path adapter_dir;  // empty: none
   std::vector<std::string> tasks;     // names (share/tasks/<name>.yaml) or YAML paths
   std::filesystem::path suite_dir = "suite";
+  std::filesystem::path data_dir;      // {data} in task files; empty: $MING_DATA
   std::string split;                   // empty: each task's own split
   int64_t limit = 0;                   // > 0: the first N records of each task
   std::filesystem::path output_dir;    // empty: default_output_dir()
@@ -54,5 +55,19 @@ std::filesystem::path default_output_dir(const std::filesystem::path& model_dir,
                                          const std::filesystem::path& adapter_dir);
 
 RunResult run_eval(const RunOptions& options);
+
+// ming-eval --score: scores outputs produced elsewhere (vLLM, transformers, another ming run)
+// with the tasks' parsers and metrics, no model loaded, and writes the same predictions.jsonl,
+// metrics.json and table. `predictions` is JSONL, one {"task", "id", "output"} per line:
+//   task    a name as given to --tasks; a PromptCBLUE task also takes "name/sub-task"
+//           ("promptcblue/CMeIE"), and then `id` may be the record's sample_id;
+//   id      the record's id (the task's id_field, else its 0-based position in the file; a
+//           number or a string);
+//   output  the generated text (loglik_choice tasks: the chosen option's key).
+// Each task's examples are aggregated in the order of its data file, so a ming-eval run's own
+// predictions.jsonl gives back that run's metrics exactly. UsageError naming the file, line and
+// field for a malformed line, an unknown task or id, or a second output for one record.
+// options.output_dir empty: "<predictions stem, or its folder's name>-rescored".
+RunResult score_predictions(const RunOptions& options, const std::filesystem::path& predictions);
 
 }  // namespace ming::eval

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -87,7 +88,8 @@ struct ExampleResult {
   double nll = 0;                    // perplexity: summed NLL (nats) of the reference
   int64_t n_tokens = 0;              // perplexity: reference tokens
   std::string finish;                // generate: "length" | "eos" | "stop"
-  std::vector<ExampleStats> stats;   // one per TaskSpec::metrics, in order
+  std::map<std::string, std::string> categories;  // TaskSpec::categories -> the record's value
+  std::vector<ExampleStats> stats;                // one per TaskSpec::metrics, in order
 };
 
 // Called after each batch of examples with [begin, end) indices into the results so far.
@@ -117,6 +119,17 @@ int64_t pick_choice(const std::vector<ChoiceScore>& choices, ChoiceNorm norm);
 std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<TaskRecord>& records,
                                       model::LoadedModel& model, const ScorerOptions& options,
                                       const BatchCallback& on_batch = {});
+
+// An example's fields that come from its record alone (id, task, line, gold, categories), and
+// the judgement of its parsed prediction (correct, one ExampleStats per task metric).
+ExampleResult example_shell(const TaskSpec& spec, const TaskRecord& record);
+void finish_example(const TaskSpec& spec, const TaskRecord& record, ExampleResult& result);
+
+// Scores an output produced elsewhere (ming-eval --score) exactly as score_task scores its own:
+// generate tasks parse the text; loglik_choice tasks take it as the chosen option's key (what
+// their predictions.jsonl holds as output). UsageError for perplexity tasks.
+ExampleResult rescore_example(const TaskSpec& spec, const TaskRecord& record,
+                              const std::string& output);
 
 // The stats rows of metric number `metric_index` of a task's results.
 std::vector<ExampleStats> metric_rows(const std::vector<ExampleResult>& results,

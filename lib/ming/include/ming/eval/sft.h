@@ -20,6 +20,7 @@ namespace ming::eval {
 
 struct SftExportOptions {
   std::filesystem::path suite_dir;
+  std::filesystem::path data_dir;  // {data} in task files; empty: $MING_DATA
   std::string split = "train";
   // At most this many records per task (seeded sample when a task has more); 0 = all.
   int64_t max_per_task = 0;

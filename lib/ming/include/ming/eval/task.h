@@ -8,8 +8,13 @@
 //   name: medqa                       # required; [a-z0-9._-]+
 //   language: en                      # required; en | zh (ROUGE/BLEU tokenisation)
 //   description: ...                  # optional
-//   data: "{suite}/medqa/{split}.jsonl"   # required; {suite} and {split} are substituted
+//   data: "{suite}/medqa/{split}.jsonl"   # required; {suite}, {data} (--data / MING_DATA: the
+//                                     #   raw data folder) and {split} are substituted
+//   format: jsonl                     # jsonl | csv (default: from the file name; csv has a header)
 //   split: test                       # default split to evaluate (default: test)
+//   id_field: id                      # record field with the example id; records without it
+//                                     #   are numbered by 0-based position in the file
+//   categories: [Clinical Department] # record fields whose values get their own scores
 //   system: ...                       # optional system message
 //   prompt: |                         # required; {field} from the record, {{ and }} literal
 //     {question}
@@ -18,24 +23,32 @@
 //   gold: answer_idx                  # required; record field holding the gold answer
 //   scorer: loglik_choice             # required; loglik_choice | generate | perplexity
 //   choices:                          # loglik_choice only: one of field / values
-//     field: options                  #   record object {letter: text}; gold must be a letter
+//     field: options                  #   record object {letter: text}, or text of "A ..." lines;
+//                                     #   gold is one or several letters ("B", "ACE", ["A","C"])
 //     values: [yes, no, maybe]        #   fixed continuations; gold must be one of them
 //     continuation: letter            #   letter | text: what is scored after the prompt
 //   answer:                           # generate only
-//     parser: option_letter           #   option_letter | yes_no_maybe | label | entity_list |
-//                                     #   pair_list | regex | text | promptcblue
+//     parser: option_letter           #   option_letter | exam_cot | first_letter | yes_no_maybe |
+//                                     #   label | entity_list | pair_list | regex | text |
+//                                     #   promptcblue
 //     pattern: "..."                  #   regex: first capture group (or whole match)
 //     labels: [a, b]                  #   label: fixed labels, or
 //     labels_field: labels            #   label: record field with the label list
-//     options_field: options          #   option_letter: record field with the options
+//     options_field: options          #   option_letter, exam_cot, first_letter: record field
+//                                     #   with the options (object or "A ..." lines)
 //   metrics: [accuracy]               # required; see metrics.h for names
 //   generation:
 //     max_new_tokens: 16              # default 256
 //     stop: ["\n\n"]                  # extra stop strings (default none)
+//     stop_tokens: ["<|im_end|>"]     # special tokens that end the answer, where the
+//                                     #   tokenizer has them (besides the model's eos ids)
 //
 // Structured answer formats the parsers read (and prepare-suite writes as gold):
 //   entity_list: one line per type, "Type: mention; mention" ("none" for no mention);
 //   pair_list:   one line per pair, "head | tail" ("none" for no pair).
+//
+// Generated text is stripped (Unicode whitespace at both ends, as Python's str.strip) before any
+// parser reads it, as MING-MOE's evaluation does.
 #pragma once
 
 #include <filesystem>
@@ -52,13 +65,18 @@ enum class Scorer { loglik_choice, generate, perplexity };
 enum class AnswerParser {
   none,           // not generated (loglik_choice, perplexity)
   option_letter,  // "B", "(B)", "The answer is B. ..." -> "B"
-  yes_no_maybe,   // first of yes/no/maybe as a word -> "yes" | "no" | "maybe"
-  label,          // the label the text starts with or mentions (longest first)
-  entity_list,    // "Type: a; b" lines -> {"Type\ta", "Type\tb"}
-  pair_list,      // "a | b" lines -> {"a\tb"}
-  regex,          // first capture group of `pattern`
-  text,           // the stripped text itself (summaries, answers, dialogue)
-  promptcblue,    // official PromptCBLUE post-processing per record task_dataset
+  // MING-MOE's exam rules (ming/eval/eval_em.py); both give the sorted set of letters ("ACE"),
+  // so a multi-answer question is right only when exactly right:
+  exam_cot,  // the letters on a last line holding "答案为"; else those of "X错，为本题正确答案";
+             // else every X written as "X对"
+  first_letter,  // the first option letter anywhere in the text
+  yes_no_maybe,  // first of yes/no/maybe as a word -> "yes" | "no" | "maybe"
+  label,         // the label the text starts with or mentions (longest first)
+  entity_list,   // "Type: a; b" lines -> {"Type\ta", "Type\tb"}
+  pair_list,     // "a | b" lines -> {"a\tb"}
+  regex,         // first capture group of `pattern`
+  text,          // the stripped text itself (summaries, answers, dialogue)
+  promptcblue,   // official PromptCBLUE post-processing per record task_dataset
 };
 
 const char* scorer_name(Scorer s);
@@ -68,8 +86,11 @@ struct TaskSpec {
   std::string name;
   std::string language;  // en | zh
   std::string description;
-  std::string data;  // path template with {suite} and {split}
+  std::string data;    // path template with {suite} and {split}
+  std::string format;  // jsonl | csv
   std::string split = "test";
+  std::string id_field = "id";
+  std::vector<std::string> categories;
   std::string system;
   std::string prompt;  // template
   std::string gold;    // record field with the gold answer
@@ -87,6 +108,7 @@ struct TaskSpec {
   std::vector<Metric> metrics;
   int max_new_tokens = 256;
   std::vector<std::string> stop;
+  std::vector<std::string> stop_tokens;
   std::filesystem::path source;  // the YAML file this came from
 };
 
@@ -112,36 +134,49 @@ inline std::string render_prompt(const TaskSpec& spec, const nlohmann::json& rec
   return render_template(spec.prompt, record);
 }
 
-// The suite file for a split: data with {suite} and {split} substituted.
+// The task's data file for a split: data with {suite}, {data} and {split} substituted. An empty
+// data_dir means $MING_DATA; UsageError when the template uses {data} and neither is set.
 std::filesystem::path task_data_path(const TaskSpec& spec, const std::filesystem::path& suite_dir,
-                                     const std::string& split = "");
+                                     const std::string& split = "",
+                                     const std::filesystem::path& data_dir = {});
 
 struct TaskRecord {
   std::string id;
-  size_t line = 0;      // 1-based line in the JSONL file
-  nlohmann::json data;  // the whole record
+  size_t line = 0;      // 1-based line in the file where the record starts
+  size_t index = 0;     // 0-based position among the file's records
+  nlohmann::json data;  // the whole record (CSV: every column as a string)
 };
 
-// Reads and validates a task's records: each line a JSON object with a string `id`, every
-// field the prompt uses, the gold field, and for loglik_choice a gold that names one of the
-// choices ("option letter 'E' out of range (options: A, B, C, D)"). UsageError names the file,
-// line and field. Empty lines are skipped; duplicate ids are an error.
+// Reads and validates a task's records (JSONL: one object per line; CSV: one per row under the
+// header): the id (the id_field, a string or integer; absent: the record's 0-based position),
+// every field the prompt uses, the gold field, the category fields, and for option tasks
+// options that parse and a gold whose every letter is one of them ("answer letter 'F' is not
+// among the options (A, B, C, D)"). UsageError names the file, line and field. Empty lines are
+// skipped; duplicate ids are an error.
 std::vector<TaskRecord> load_task_records(const TaskSpec& spec,
                                           const std::filesystem::path& suite_dir,
-                                          const std::string& split = "");
+                                          const std::string& split = "",
+                                          const std::filesystem::path& data_dir = {});
+
+// The options of a record's field: an object {letter: text} in key order, or text with one
+// "A ..." line per option ("A 极高的催化效率", "B. text", "C、text"). Empty when the field is
+// missing or holds neither.
+std::vector<std::pair<std::string, std::string>> record_options(const nlohmann::json& record,
+                                                                const std::string& field);
 
 // The continuations scored for one record by loglik_choice (" A", " B", ... or the option
 // texts) with the index of the gold one.
 struct Choices {
   std::vector<std::string> continuations;
   std::vector<std::string> keys;  // letters or values, what the gold is compared with
-  size_t gold = 0;
+  size_t gold = 0;                // the (first) gold choice
+  std::string gold_answer;        // the whole gold as one writes it: "B", "ACE", or the value
 };
 Choices record_choices(const TaskSpec& spec, const nlohmann::json& record);
 
-// Parses generated text with the task's parser. Returns a JSON string (option_letter,
-// yes_no_maybe, label, regex, text; "" when nothing was found), a JSON array of tuple strings
-// (entity_list, pair_list) or the PromptCBLUE structure.
+// Parses generated text (stripped first) with the task's parser. Returns a JSON string
+// (option_letter, yes_no_maybe, label, regex, text; "" when nothing was found), a JSON array of
+// tuple strings (entity_list, pair_list) or the PromptCBLUE structure.
 nlohmann::json parse_answer(const TaskSpec& spec, const std::string& text,
                             const nlohmann::json& record);
 // The gold answer of a record in the same shape parse_answer returns.
