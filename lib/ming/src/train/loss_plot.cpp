@@ -142,7 +142,7 @@ std::string line_plot_svg(const LinePlot& plot) {
     const auto& s = plot.series[i];
     const double y = ly + 16 + 18.0 * i;
     svg += fmt::format(
-        "<line x1=\"{}\" x2=\"{}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\" "
+        "<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\" "
         "opacity=\"{4}\"{5}/>\n<text x=\"{6}\" y=\"{7}\">{8}</text>\n",
         num(lx + 8), num(lx + 32), num(y - 4), s.color, s.opacity,
         s.dashed ? " stroke-dasharray=\"6 4\"" : "", num(lx + 38), num(y),
