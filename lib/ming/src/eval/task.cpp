@@ -11,6 +11,7 @@
 
 #include "ming/core/error.h"
 #include "ming/eval/promptcblue.h"
+#include "ming/io/json.h"
 
 namespace ming::eval {
 
@@ -564,20 +565,12 @@ std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& 
   const std::vector<std::string> fields = template_fields(spec.prompt);
   std::vector<TaskRecord> records;
   std::set<std::string> ids;
-  std::string line;
-  size_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (trim_ascii(line).empty()) continue;
+  io::for_each_jsonl(path, [&](const json& parsed, int64_t line) {
+    const size_t n = static_cast<size_t>(line);
     auto where = [&](const std::string& field) {
       return fmt::format("{}:{}: field '{}'", path.string(), n, field);
     };
-    json rec;
-    try {
-      rec = json::parse(line);
-    } catch (const json::parse_error& e) {
-      fail_usage("{}:{}: invalid JSON: {}", path.string(), n, e.what());
-    }
+    json rec = parsed;
     if (!rec.is_object()) fail_usage("{}:{}: expected a JSON object per line", path.string(), n);
     if (!rec.contains("id") || !rec["id"].is_string())
       fail_usage("{}: missing (or not a string)", where("id"));
@@ -612,7 +605,7 @@ std::vector<TaskRecord> load_task_records(const TaskSpec& spec, const fs::path& 
       fail_usage("{}:{}: {}", path.string(), n, e.what());
     }
     records.push_back({std::move(id), n, std::move(rec)});
-  }
+  });
   return records;
 }
 
