@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <fstream>
+#include <optional>
 #include <regex>
 
 #include "ming/adapt/adapter_io.h"
@@ -22,6 +23,7 @@
 #include "ming/model/load.h"
 #include "ming/train/distributed.h"
 #include "ming/train/loss.h"
+#include "train/checkpoint.h"
 
 namespace ming::train {
 namespace fs = std::filesystem;
@@ -171,6 +173,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   const bool main_rank = group.is_main();
   const fs::path out_dir = options.output_dir;
   const bool full = options.finetuning_type == "full";
+  std::optional<RunLock> run_lock;  // rank 0 writes the folder, so rank 0 holds it
+  if (main_rank) run_lock.emplace(out_dir);
 
   // ---- model, adapters, data -------------------------------------------------------------------
   set_seed(static_cast<uint64_t>(options.seed));
