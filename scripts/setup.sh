@@ -14,7 +14,7 @@ build_type=${CMAKE_BUILD_TYPE:-Release}
 packages=(build-essential cmake ninja-build pkg-config git python3
           libtorch-dev libsentencepiece-dev sentencepiece libcli11-dev libfmt-dev
           libyaml-cpp-dev doctest-dev nlohmann-json3-dev libopenblas-dev libopenblas0-openmp
-          libpcre2-dev libutf8proc-dev libgloo-dev)
+          libpcre2-dev libutf8proc-dev libgloo-dev libisal-dev)
 # With a pip LibTorch (Torch_DIR set) Debian's libtorch-dev is not needed. Where Debian's CUDA
 # build of LibTorch is installed (libtorch-cuda-dev, Debian 13 contrib; it conflicts with
 # libtorch-dev), its Gloo is libgloo-cuda-dev.

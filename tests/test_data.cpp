@@ -12,83 +12,25 @@
 
 #include "ming/core/error.h"
 #include "ming/text/tokenizer.h"
+#include "byte_tokenizer.h"
 #include "support.h"
 
 namespace {
 
 using namespace ming;
 using data::kIgnoreIndex;
+using ming::test::ByteTokenizer;
 using ming::test::TempDir;
 using ming::test::write_text;
 using text::Role;
 
-// A tiny deterministic tokenizer: one id per byte (0..255) and a few special tokens matched
-// literally, so masking tests do not depend on any real vocabulary.
-class ByteTokenizer : public text::Tokenizer {
- public:
-  static constexpr int32_t kEndOfText = 256, kImStart = 257, kImEnd = 258, kBos = 259, kEos = 260;
-
-  explicit ByteTokenizer(bool with_bos = false) : with_bos_(with_bos) {}
-
-  std::vector<text::TokenId> encode(std::string_view s, bool add_bos,
-                                    bool parse_special) const override {
-    std::vector<text::TokenId> out;
-    if (add_bos && with_bos_) out.push_back(kBos);
-    for (size_t i = 0; i < s.size();) {
-      bool matched = false;
-      if (parse_special) {
-        for (const auto& [piece, id] : specials()) {
-          if (s.substr(i, piece.size()) == piece) {
-            out.push_back(id);
-            i += piece.size();
-            matched = true;
-            break;
-          }
-        }
-      }
-      if (!matched) out.push_back(static_cast<unsigned char>(s[i++]));
-    }
-    return out;
-  }
-  std::string decode(const std::vector<text::TokenId>& ids, bool skip_special) const override {
-    std::string out;
-    for (auto id : ids) {
-      if (id < 256)
-        out += static_cast<char>(id);
-      else if (!skip_special)
-        out += piece(id);
-    }
-    return out;
-  }
-  std::string piece(text::TokenId id) const override {
-    for (const auto& [p, i] : specials())
-      if (i == id) return p;
-    return std::string(1, static_cast<char>(id));
-  }
-  std::optional<text::TokenId> find(std::string_view p) const override {
-    for (const auto& [s, i] : specials())
-      if (s == p) return i;
-    if (p.size() == 1) return static_cast<unsigned char>(p[0]);
-    return std::nullopt;
-  }
-  int64_t vocab_size() const override { return 261; }
-  std::optional<text::TokenId> bos_id() const override {
-    return with_bos_ ? std::optional<text::TokenId>(kBos) : std::nullopt;
-  }
-  std::vector<text::TokenId> eos_ids() const override { return {kImEnd, kEndOfText}; }
-  bool is_special(text::TokenId id) const override { return id >= 256; }
-
- private:
-  static const std::vector<std::pair<std::string, int32_t>>& specials() {
-    static const std::vector<std::pair<std::string, int32_t>> s = {{"<|endoftext|>", kEndOfText},
-                                                                   {"<|im_start|>", kImStart},
-                                                                   {"<|im_end|>", kImEnd},
-                                                                   {"<s>", kBos},
-                                                                   {"</s>", kEos}};
-    return s;
-  }
-  bool with_bos_;
-};
+data::DatasetSpec spec(const std::string& path, const std::string& format, double weight) {
+  data::DatasetSpec s;
+  s.path = path;
+  s.format = format;
+  s.weight = weight;
+  return s;
+}
 
 // Expected ids and labels spelled out piece by piece: (text, is_label). Special tokens are written
 // literally and become one id each, like the tokenizer above.
@@ -534,7 +476,7 @@ TEST_CASE("data load: conversations are cut to cutoff_len and dropped when no an
           "\n");
   ByteTokenizer tok;
   data::DataOptions o;
-  o.datasets = {{(dir / "c.jsonl").string(), "auto", 1.0}};
+  o.datasets = {spec((dir / "c.jsonl").string(), "auto", 1.0)};
   o.chat_template = "chatml";
   o.cutoff_len = 30;  // the first conversation is 40 tokens: truncated but keeps answer tokens
   auto d = data::TrainingData::load(o, tok);
@@ -555,7 +497,7 @@ TEST_CASE("data load: long documents become consecutive chunks of cutoff_len") {
   write_text(dir / "doc.txt", std::string(25, 'z'));
   ByteTokenizer tok;
   data::DataOptions o;
-  o.datasets = {{(dir / "doc.txt").string(), "text", 1.0}};
+  o.datasets = {spec((dir / "doc.txt").string(), "text", 1.0)};
   o.cutoff_len = 10;
   auto d = data::TrainingData::load(o, tok);
   // 25 bytes + end-of-text = 26 tokens -> 10 + 10 + 6.
@@ -567,7 +509,7 @@ TEST_CASE("data load: long documents become consecutive chunks of cutoff_len") {
 TEST_CASE("data load: invalid option values name their key") {
   ByteTokenizer tok;
   data::DataOptions o;
-  o.datasets = {{"/nonexistent.jsonl", "auto", 1.0}};
+  o.datasets = {spec("/nonexistent.jsonl", "auto", 1.0)};
   o.mask = "everything";
   try {
     data::TrainingData::load(o, tok);
@@ -583,7 +525,7 @@ TEST_CASE("data load: invalid option values name their key") {
 
 TEST_CASE("data mixture: weights give the expected proportions per epoch, seeded") {
   data::DataOptions o;
-  o.datasets = {{"a", "auto", 3.0}, {"b", "auto", 1.0}};
+  o.datasets = {spec("a", "auto", 3.0), spec("b", "auto", 1.0)};
   o.epoch_size = 400;
   o.cutoff_len = 64;
   o.seed = 7;
@@ -618,7 +560,7 @@ TEST_CASE("data mixture: weights give the expected proportions per epoch, seeded
 
 TEST_CASE("data mixture: an undersampled dataset continues its pass in the next epoch") {
   data::DataOptions o;
-  o.datasets = {{"a", "auto", 1.0}, {"b", "auto", 1.0}};
+  o.datasets = {spec("a", "auto", 1.0), spec("b", "auto", 1.0)};
   o.epoch_size = 20;  // 10 from each; b has 30 examples, so 3 epochs make one full pass of b
   o.cutoff_len = 64;
   auto d = data::TrainingData::from_examples({make_dataset(0, 10), make_dataset(1, 30)}, o, 0);
@@ -713,7 +655,7 @@ TEST_CASE("data loader: same seed gives the same batches; a restored state resum
   o.cutoff_len = 16;
   o.packing = true;
   o.seed = 3;
-  o.datasets = {{"a", "auto", 2.0}, {"b", "auto", 1.0}};
+  o.datasets = {spec("a", "auto", 2.0), spec("b", "auto", 1.0)};
   auto d = data::TrainingData::from_examples({make_dataset(0, 13, 9), make_dataset(1, 7, 5)}, o, 0);
   data::DataLoader ref(d, 3);
   std::vector<std::vector<int64_t>> stream;
@@ -757,7 +699,7 @@ TEST_CASE("data sharding: 2 ranks with batch b see exactly the global batch of 1
     data::DataOptions o;
     o.cutoff_len = 16;
     o.packing = packing;
-    o.datasets = {{"a", "auto", 1.0}, {"b", "auto", 2.0}};
+    o.datasets = {spec("a", "auto", 1.0), spec("b", "auto", 2.0)};
     auto d =
         data::TrainingData::from_examples({make_dataset(0, 11, 9), make_dataset(1, 6, 7)}, o, 0);
     data::DataLoader one(d, 4, 0, 1);
@@ -814,7 +756,7 @@ TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, 
   }
   write_text(dir / "medicalgpt200.jsonl", head);
   data::DataOptions o;
-  o.datasets = {{(dir / "medicalgpt200.jsonl").string(), "auto", 1.0}};
+  o.datasets = {spec((dir / "medicalgpt200.jsonl").string(), "auto", 1.0)};
   o.bad_example_policy = "stop";
   o.cutoff_len = 512;
   o.packing = true;
@@ -843,7 +785,7 @@ TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, 
 TEST_CASE("data load: encoding on several threads gives the same data as on one") {
   auto tok = text::load_tokenizer(ming::test::data_dir() / "models/qwen.tiktoken");
   data::DataOptions o;
-  o.datasets = {{(ming::test::data_dir() / "promptcblue/train.json").string(), "auto", 1.0}};
+  o.datasets = {spec((ming::test::data_dir() / "promptcblue/train.json").string(), "auto", 1.0)};
   o.mask = "assistant";
   const int saved = at::get_num_threads();
   at::set_num_threads(1);

@@ -7,11 +7,13 @@
 #include <regex>
 
 #include "ming/adapt/adapter_io.h"
+#include "ming/bench/bench.h"
 #include "ming/gen/generate.h"
 #include "ming/io/json.h"
 #include "ming/io/safetensors.h"
 #include "ming/model/llama2c.h"
 #include "ming/model/load.h"
+#include "ming/train/memory_plan.h"
 #include "ming/train/trainer.h"
 #include "support.h"
 
@@ -106,6 +108,9 @@ TEST_CASE("train: MoLoRA on a mix of two formats lowers the loss, reloads and ch
   CHECK(result.steps == 30);
   auto l = losses(out / "metrics.jsonl");
   REQUIRE(l.size() == 30);
+  io::for_each_jsonl(out / "metrics.jsonl", [&](const io::Json& r, int64_t) {
+    if (r.contains("loss")) CHECK(r.at("peak_memory_bytes").get<double>() > 1e6);
+  });
   double first = (l[0] + l[1] + l[2]) / 3, last = (l[27] + l[28] + l[29]) / 3;
   CHECK(last < 0.7 * first);
   CHECK(fs::exists(out / "adapter_config.json"));
@@ -244,4 +249,38 @@ TEST_CASE("train: an unreadable JSONL line is named by file and line") {
   auto skip = test::run_command(train_cmd(f.config(out), "--set max_steps=1"));
   CHECK(skip.exit_code == 0);
   CHECK(skip.err.find(":25") != std::string::npos);
+}
+
+TEST_CASE("train: --plan predicts memory from config.json alone and finds the batch that fits") {
+  test::TempDir dir;
+  const fs::path model = dir / "model";
+  fs::create_directories(model);
+  auto shape = bench::model_shape("qwen2-0.5b");
+  test::write_text(model / "config.json", shape.to_json().dump());
+  const std::string config = (dir / "plan.yaml").string();
+  test::write_text(config, "model_name_or_path: " + model.string() +
+                               "\ndataset:\n  - {path: none.jsonl, format: alpaca}\n"
+                               "cutoff_len: 512\nper_device_train_batch_size: 4\n");
+  auto options = train::load_train_options(config, {});
+  auto plan = train::plan_memory(shape, options);
+  CHECK(plan.weights == doctest::Approx(2.0 * double(shape.parameter_count())));
+  CHECK(plan.trainable_parameters > 50'000'000);  // MING-MOE's layout on 24 layers
+  options.gradient_checkpointing = false;
+  auto plain = train::plan_memory(shape, options);
+  CHECK(plain.activations > 3 * plan.activations);
+  options.gradient_checkpointing = true;
+  const int64_t fits = train::largest_batch(shape, options, 20e9);
+  REQUIRE(fits > 4);
+  options.per_device_train_batch_size = fits;
+  CHECK(train::plan_memory(shape, options).total() <= 20e9);
+  options.per_device_train_batch_size = fits + 1;
+  CHECK(train::plan_memory(shape, options).total() > 20e9);
+  CHECK(train::largest_batch(shape, options, 1e9) == 0);  // the weights alone do not fit
+
+  auto r = test::run_command(train_cmd(config, "--plan --plan-memory 20GB"));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("predicted peak") != std::string::npos);
+  CHECK(r.out.find("largest per-device batch within 20.00 GB: " + std::to_string(fits)) !=
+        std::string::npos);
+  CHECK(test::run_command(train_cmd(config, "--plan --plan-memory lots")).exit_code == 2);
 }

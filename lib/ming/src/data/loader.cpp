@@ -9,6 +9,7 @@
 #include "data/rng.h"
 #include "ming/core/error.h"
 #include "ming/core/log.h"
+#include "ming/data/registry.h"
 
 namespace ming::data {
 
@@ -86,14 +87,66 @@ auto with_key(const char* key, F&& parse) {
   }
 }
 
+// Rows of (dataset, index) -> a right-padded batch; several examples in a row are packed.
+Batch collate(const TrainingData& data,
+              const std::vector<std::vector<std::pair<int32_t, int64_t>>>& rows) {
+  Batch batch;
+  const int64_t B = static_cast<int64_t>(rows.size());
+  int64_t T = 1;
+  for (const auto& row : rows) {
+    int64_t n = 0;
+    for (const auto& [dataset, index] : row)
+      n += static_cast<int64_t>(data.examples(dataset)[index].input_ids.size());
+    T = std::max(T, n);
+  }
+  std::vector<int64_t> ids(B * T, data.pad_id()), labels(B * T, kIgnoreIndex), attention(B * T, 0),
+      positions(B * T, 0), segments(B * T, 0);
+  for (int64_t r = 0; r < B; ++r) {
+    int64_t t = 0;
+    for (size_t k = 0; k < rows[r].size(); ++k) {
+      const auto [dataset, index] = rows[r][k];
+      const EncodedExample& ex = data.examples(dataset)[index];
+      for (size_t i = 0; i < ex.input_ids.size(); ++i, ++t) {
+        ids[r * T + t] = ex.input_ids[i];
+        // The first token of a later packed example would be "predicted" from the previous
+        // example's last token by the shifted loss; it must not be.
+        labels[r * T + t] = (k > 0 && i == 0) ? kIgnoreIndex : ex.labels[i];
+        attention[r * T + t] = 1;
+        positions[r * T + t] = static_cast<int64_t>(i);
+        segments[r * T + t] = static_cast<int64_t>(k) + 1;
+        if (t > 0 && labels[r * T + t] != kIgnoreIndex) ++batch.n_target_tokens;
+      }
+      batch.examples.push_back({dataset, index, r});
+    }
+  }
+  auto to_tensor = [&](std::vector<int64_t>& v) {
+    return torch::from_blob(v.data(), {B, T}, torch::kLong).clone();
+  };
+  batch.input_ids = to_tensor(ids);
+  batch.labels = to_tensor(labels);
+  batch.attention_mask = to_tensor(attention);
+  batch.position_ids = to_tensor(positions);
+  batch.segment_ids = to_tensor(segments);
+  return batch;
+}
+
 }  // namespace
 
 // ---- TrainingData ----------------------------------------------------------
 
-std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& options,
+std::string resolved_mix_strategy(const DataOptions& options) {
+  if (!options.mix_strategy.empty()) return options.mix_strategy;
+  bool all_named = !options.datasets.empty();
+  for (const auto& spec : options.datasets) all_named = all_named && !spec.name.empty();
+  return all_named ? "concat" : "weights";
+}
+
+std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& requested,
                                                        const text::Tokenizer& tokenizer,
                                                        const std::optional<fs::path>& model_dir) {
-  if (options.datasets.empty()) fail_usage("data.datasets: no dataset given");
+  if (requested.datasets.empty()) fail_usage("data.datasets: no dataset given");
+  DataOptions options = requested;
+  options.datasets = resolve_dataset_names(requested.datasets, requested.dataset_dir);
   const MaskPolicy mask = with_key("mask", [&] { return parse_mask_policy(options.mask); });
   const BadExamplePolicy policy = with_key(
       "bad_example_policy", [&] { return parse_bad_example_policy(options.bad_example_policy); });
@@ -127,9 +180,14 @@ std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& option
 
   for (size_t d = 0; d < options.datasets.size(); ++d) {
     const DatasetSpec& spec = options.datasets[d];
-    ReadResult read = read_examples(spec.path, formats[d], policy);
+    const bool renamed = !spec.name.empty() || !spec.columns.empty() || !spec.tags.empty();
+    const RecordLayout layout{spec.columns, spec.tags};
+    ReadResult read = read_examples(spec.path, formats[d], policy, renamed ? &layout : nullptr);
+    if (options.max_samples > 0 && static_cast<int64_t>(read.examples.size()) > options.max_samples)
+      read.examples.resize(options.max_samples);
     DatasetStats st;
     st.path = spec.path;
+    st.name = spec.display_name();
     st.format = read.format;
     st.weight = spec.weight;
     st.n_records = static_cast<int64_t>(read.examples.size());
@@ -227,6 +285,7 @@ std::shared_ptr<const TrainingData> TrainingData::from_examples(
   for (size_t d = 0; d < datasets.size(); ++d) {
     DatasetStats st;
     st.path = options.datasets.empty() ? fmt::format("<examples {}>", d) : options.datasets[d].path;
+    st.name = options.datasets.empty() ? st.path : options.datasets[d].display_name();
     st.weight = options.datasets.empty() ? 1.0 : options.datasets[d].weight;
     st.n_records = static_cast<int64_t>(datasets[d].size());
     std::vector<EncodedExample> kept;
@@ -266,7 +325,28 @@ void TrainingData::finish() {
     fail_usage("data.epoch_size: must be >= 0, got {}", options_.epoch_size);
   int64_t total = 0;
   for (const auto& e : examples_) total += static_cast<int64_t>(e.size());
-  epoch_size_ = options_.epoch_size > 0 ? options_.epoch_size : total;
+  epoch_size_ = total;
+  const std::string strategy = resolved_mix_strategy(options_);
+  const double w_total = std::accumulate(weights.begin(), weights.end(), 0.0);
+  if (strategy == "concat") {
+    for (size_t d = 0; d < n; ++d) weights[d] = static_cast<double>(examples_[d].size());
+  } else if (strategy == "interleave_under" || strategy == "interleave_over") {
+    // The epoch in which dataset d, drawn with probability w_d / w_total, is exhausted.
+    double epoch = strategy == "interleave_under" ? HUGE_VAL : 0.0;
+    for (size_t d = 0; d < n; ++d) {
+      const double exhausted = static_cast<double>(examples_[d].size()) * w_total / weights[d];
+      epoch =
+          strategy == "interleave_under" ? std::min(epoch, exhausted) : std::max(epoch, exhausted);
+    }
+    epoch_size_ = std::max<int64_t>(1, strategy == "interleave_under"
+                                           ? static_cast<int64_t>(std::floor(epoch + 1e-9))
+                                           : static_cast<int64_t>(std::ceil(epoch - 1e-9)));
+  } else if (strategy != "weights") {
+    fail_usage(
+        "data.mix_strategy: '{}' is not one of weights, concat, interleave_under, interleave_over",
+        strategy);
+  }
+  if (options_.epoch_size > 0) epoch_size_ = options_.epoch_size;
 
   // Largest remainder: counts sum to epoch_size exactly and follow the weights as closely as
   // integers allow; ties go to the earlier dataset.
@@ -390,55 +470,29 @@ std::vector<DataLoader::Item> DataLoader::take_unit() {
 }
 
 Batch DataLoader::next() {
-  Batch batch;
-  batch.epoch = epoch_;
-  batch.epoch_progress = static_cast<double>(epoch_) +
-                         static_cast<double>(index_) / static_cast<double>(data_->epoch_size());
+  const int64_t epoch = epoch_;
+  const double progress = static_cast<double>(epoch_) +
+                          static_cast<double>(index_) / static_cast<double>(data_->epoch_size());
   // Every rank builds the whole global batch's rows (cheap: only lengths are looked at for the
   // others) so that the position after it is the same everywhere.
-  std::vector<std::vector<Item>> rows;
+  std::vector<std::vector<std::pair<int32_t, int64_t>>> rows;
   for (int64_t u = 0; u < batch_size_ * world_size_; ++u) {
     std::vector<Item> unit = take_unit();
-    if (u / batch_size_ == rank_) rows.push_back(std::move(unit));
+    if (u / batch_size_ != rank_) continue;
+    rows.emplace_back();
+    for (const auto& item : unit) rows.back().emplace_back(item.dataset, item.index);
   }
   ++n_batches_;
-
-  const int64_t B = static_cast<int64_t>(rows.size());
-  int64_t T = 1;
-  for (const auto& row : rows) {
-    int64_t n = 0;
-    for (const auto& item : row) n += example_length(item);
-    T = std::max(T, n);
-  }
-  std::vector<int64_t> ids(B * T, data_->pad_id()), labels(B * T, kIgnoreIndex),
-      attention(B * T, 0), positions(B * T, 0), segments(B * T, 0);
-  for (int64_t r = 0; r < B; ++r) {
-    int64_t t = 0;
-    for (size_t k = 0; k < rows[r].size(); ++k) {
-      const Item& item = rows[r][k];
-      const EncodedExample& ex = data_->examples(item.dataset)[item.index];
-      for (size_t i = 0; i < ex.input_ids.size(); ++i, ++t) {
-        ids[r * T + t] = ex.input_ids[i];
-        // The first token of a later packed example would be "predicted" from the previous
-        // example's last token by the shifted loss; it must not be.
-        labels[r * T + t] = (k > 0 && i == 0) ? kIgnoreIndex : ex.labels[i];
-        attention[r * T + t] = 1;
-        positions[r * T + t] = static_cast<int64_t>(i);
-        segments[r * T + t] = static_cast<int64_t>(k) + 1;
-        if (t > 0 && labels[r * T + t] != kIgnoreIndex) ++batch.n_target_tokens;
-      }
-      batch.examples.push_back({item.dataset, item.index, r});
-    }
-  }
-  auto to_tensor = [&](std::vector<int64_t>& v) {
-    return torch::from_blob(v.data(), {B, T}, torch::kLong).clone();
-  };
-  batch.input_ids = to_tensor(ids);
-  batch.labels = to_tensor(labels);
-  batch.attention_mask = to_tensor(attention);
-  batch.position_ids = to_tensor(positions);
-  batch.segment_ids = to_tensor(segments);
+  Batch batch = collate(*data_, rows);
+  batch.epoch = epoch;
+  batch.epoch_progress = progress;
   return batch;
+}
+
+Batch collate_examples(const TrainingData& data, const std::vector<ExampleRef>& examples) {
+  std::vector<std::vector<std::pair<int32_t, int64_t>>> rows;
+  for (const auto& ex : examples) rows.push_back({{ex.dataset, ex.index}});
+  return collate(data, rows);
 }
 
 Json DataLoader::state() const {

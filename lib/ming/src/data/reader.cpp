@@ -223,6 +223,80 @@ DataFormat detect_format(const Json& record, const std::string& where) {
       where, keys);
 }
 
+Json canonical_record(const Json& record, DataFormat format, const RecordLayout& layout) {
+  if (!record.is_object())
+    throw UsageError(fmt::format("record is {}, expected a JSON object", record.type_name()));
+  auto name = [](const std::string& given, const char* fallback) {
+    return given.empty() ? std::string(fallback) : given;
+  };
+  const DatasetColumns& c = layout.columns;
+  auto copy = [&](Json& out, const std::string& from, const char* to) {
+    auto it = record.find(from);
+    if (it != record.end()) out[to] = *it;
+  };
+  if (format == DataFormat::alpaca) {
+    Json out = Json::object();
+    copy(out, name(c.prompt, "instruction"), "instruction");
+    copy(out, name(c.query, "input"), "input");
+    copy(out, name(c.response, "output"), "output");
+    copy(out, name(c.system, "system"), "system");
+    copy(out, name(c.history, "history"), "history");
+    return out;
+  }
+  if (format != DataFormat::sharegpt) return record;
+  const DatasetTags& t = layout.tags;
+  const std::string list_key = name(c.messages, "conversations");
+  const std::string role_key = name(t.role_tag, "from"), content_key = name(t.content_tag, "value");
+  const std::string user = name(t.user_tag, "human"), assistant = name(t.assistant_tag, "gpt"),
+                    system = name(t.system_tag, "system"),
+                    observation = name(t.observation_tag, "observation"),
+                    function = name(t.function_tag, "function_call");
+  auto turns = record.find(list_key);
+  if (turns == record.end()) throw UsageError(fmt::format("missing field '{}'", list_key));
+  if (!turns->is_array())
+    throw UsageError(
+        fmt::format("field '{}' is {}, expected a list of turns", list_key, turns->type_name()));
+  Json conversation = Json::array();
+  if (auto sys = record.find(name(c.system, "system"));
+      sys != record.end() && sys->is_string() && !sys->get<std::string>().empty())
+    conversation.push_back({{"from", "system"}, {"value", *sys}});
+  for (size_t i = 0; i < turns->size(); ++i) {
+    const Json& turn = (*turns)[i];
+    if (!turn.is_object())
+      throw UsageError(
+          fmt::format("{}[{}] is {}, expected an object", list_key, i, turn.type_name()));
+    // Untagged turns may also say {"role", "content"}, as ming's own sharegpt reader accepts.
+    auto role = turn.find(role_key);
+    if (role == turn.end() && t.role_tag.empty()) role = turn.find("role");
+    auto content = turn.find(content_key);
+    if (content == turn.end() && t.content_tag.empty()) content = turn.find("content");
+    if (role == turn.end() || !role->is_string())
+      throw UsageError(fmt::format("{}[{}] has no string '{}'", list_key, i, role_key));
+    if (content == turn.end())
+      throw UsageError(fmt::format("{}[{}] has no '{}'", list_key, i, content_key));
+    const std::string r = role->get<std::string>();
+    std::string mapped;
+    if (r == user)
+      mapped = "user";
+    else if (r == assistant)
+      mapped = "assistant";
+    else if (r == system)
+      mapped = "system";
+    else if (r == observation || r == function)
+      throw UsageError(
+          fmt::format("{}[{}]: tool turn '{}' (ming trains plain conversations)", list_key, i, r));
+    else if (text::parse_role(r))
+      mapped = r;
+    else
+      throw UsageError(
+          fmt::format("{}[{}]: unknown role '{}' (tags say user '{}', assistant '{}', "
+                      "system '{}')",
+                      list_key, i, r, user, assistant, system));
+    conversation.push_back({{"from", mapped}, {"value", *content}});
+  }
+  return Json{{"conversations", std::move(conversation)}};
+}
+
 Example parse_record(const Json& record, DataFormat format) {
   try {
     if (!record.is_object()) bad("record is {}, expected a JSON object", record.type_name());
@@ -257,7 +331,8 @@ Example parse_record(const Json& record, DataFormat format) {
   }
 }
 
-ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePolicy policy) {
+ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePolicy policy,
+                         const RecordLayout* layout) {
   if (!fs::exists(path)) fail_usage("dataset '{}' does not exist", path.string());
   std::string content = io::read_file(path);
   // A UTF-8 byte order mark, as some Windows tools write it, is not part of the first record.
@@ -303,7 +378,8 @@ ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePoli
     std::string origin = fmt::format("{}:{}", path.string(), line);
     if (result.format == DataFormat::auto_detect) result.format = detect_format(record, origin);
     try {
-      Example ex = parse_record(record, result.format);
+      Example ex = parse_record(layout ? canonical_record(record, result.format, *layout) : record,
+                                result.format);
       ex.origin = std::move(origin);
       result.examples.push_back(std::move(ex));
     } catch (const UsageError& e) {

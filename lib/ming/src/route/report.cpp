@@ -10,41 +10,13 @@
 #include "ming/core/error.h"
 #include "ming/io/files.h"
 #include "ming/io/json.h"
+#include "ming/io/svg.h"
 
 namespace ming::route {
 
 namespace fs = std::filesystem;
-
-std::string xml_escape(const std::string& text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        // Control characters other than tab/newline are not allowed in XML 1.0 at all.
-        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r')
-          out += ' ';
-        else
-          out += c;
-    }
-  }
-  return out;
-}
+using svg::text_width;
+using svg::xml_escape;
 
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
@@ -102,15 +74,6 @@ std::string format_value(double v, bool percent) {
   if (std::isnan(v)) return "n/a";
   if (percent) return fmt::format("{:.1f}%", 100.0 * v);
   return fmt::format("{:.4g}", v);
-}
-
-// Rough width of a label in px at the given font size (SVG has no text measuring without a
-// renderer; 0.6 em per character is close for sans-serif digits and Latin text).
-double text_width(const std::string& s, double font) {
-  size_t chars = 0;
-  for (unsigned char c : s)
-    if ((c & 0xC0) != 0x80) ++chars;  // count UTF-8 code points
-  return chars * font * 0.6;
 }
 
 std::string safe_name(const std::string& s) {

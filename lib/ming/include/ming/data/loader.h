@@ -45,6 +45,7 @@ namespace ming::data {
 // What reading and encoding did to one dataset (logged by TrainingData::load).
 struct DatasetStats {
   std::string path;
+  std::string name;  // DatasetSpec::display_name()
   DataFormat format = DataFormat::auto_detect;
   double weight = 1.0;
   int64_t n_records = 0;    // usable records read
@@ -60,7 +61,8 @@ struct DatasetStats {
 // Immutable once built; loaders share it.
 class TrainingData {
  public:
-  // Reads, templates, encodes and cuts every dataset of `options`. The template "auto" is
+  // Reads, templates, encodes and cuts every dataset of `options` (datasets given by name are
+  // looked up in options.dataset_dir first, see registry.h). The template "auto" is
   // resolved from `model_dir` when given (text::detect_chat_template), else from the tokenizer's
   // special tokens (<|im_start|> -> chatml, <|start_header_id|> -> llama3, else raw). Invalid
   // option values throw UsageError naming the key; a mixture with no trainable example left
@@ -75,6 +77,16 @@ class TrainingData {
   static std::shared_ptr<const TrainingData> from_examples(
       std::vector<std::vector<EncodedExample>> datasets, const DataOptions& options,
       int32_t pad_id);
+
+  // Holds out examples for evaluation (LLaMA-Factory's val_size): val_size in (0, 1) is the
+  // fraction of each dataset's examples, val_size >= 1 a count in all, shared out in proportion
+  // to the datasets' sizes (largest remainder). Each dataset's held-out examples are a seeded
+  // permutation's first ones, so the same data and seed always give the same split. UsageError
+  // when val_size is out of range or a dataset would keep no training example.
+  struct Split {
+    std::shared_ptr<const TrainingData> train, eval;
+  };
+  static Split split_held_out(const TrainingData& data, double val_size, uint64_t seed);
 
   const DataOptions& options() const { return options_; }
   const std::vector<DatasetStats>& stats() const { return stats_; }
@@ -104,6 +116,9 @@ class TrainingData {
   uint64_t fingerprint_ = 0;
 };
 
+// DataOptions::mix_strategy with "" resolved: concat when every dataset has a name, else weights.
+std::string resolved_mix_strategy(const DataOptions& options);
+
 // Where an example of a batch came from.
 struct ExampleRef {
   int32_t dataset = 0;
@@ -128,6 +143,9 @@ struct Batch {
   int64_t epoch = 0;          // epoch the global batch started in
   double epoch_progress = 0;  // epoch + fraction of it consumed before this batch
 };
+
+// One example per row, in the given order (evaluation walks a dataset without the mixture).
+Batch collate_examples(const TrainingData& data, const std::vector<ExampleRef>& examples);
 
 // (B, T) segment ids -> (B, 1, T, T) bool, true where query t may attend key s: same non-zero
 // segment and s <= t. Broadcasts over heads. Without packing this is the ordinary causal mask

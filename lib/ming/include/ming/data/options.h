@@ -47,18 +47,71 @@ std::string mask_policy_name(MaskPolicy policy);
 BadExamplePolicy parse_bad_example_policy(const std::string& name);
 std::string bad_example_policy_name(BadExamplePolicy policy);
 
-// One dataset of a mixture.
+// Where a dataset's records keep their fields, in LLaMA-Factory's dataset_info.json terms
+// ("columns"). Empty = the format's own name (alpaca: instruction, input, output, system,
+// history; sharegpt: conversations, system).
+struct DatasetColumns {
+  std::string prompt, query, response, system, history, messages;
+
+  template <class V>
+  void visit(V& v) {
+    v("prompt", prompt, "alpaca: the instruction field (default instruction)");
+    v("query", query, "alpaca: the input field (default input)");
+    v("response", response, "alpaca: the answer field (default output)");
+    v("system", system, "the system-prompt field (default system)");
+    v("history", history, "alpaca: the [[prompt, response], ...] field (default history)");
+    v("messages", messages, "sharegpt: the list of turns (default conversations)");
+  }
+  bool empty() const {
+    return prompt.empty() && query.empty() && response.empty() && system.empty() &&
+           history.empty() && messages.empty();
+  }
+};
+
+// How a sharegpt record's turns name their role and content ("tags" in dataset_info.json).
+// Empty = ShareGPT's own names (from, value, human, gpt, system); role names matching ming's
+// (user/assistant/system) are understood whatever the tags say.
+struct DatasetTags {
+  std::string role_tag, content_tag, user_tag, assistant_tag, observation_tag, function_tag,
+      system_tag;
+
+  template <class V>
+  void visit(V& v) {
+    v("role_tag", role_tag, "key of a turn's role (default from)");
+    v("content_tag", content_tag, "key of a turn's text (default value)");
+    v("user_tag", user_tag, "role value of user turns (default human)");
+    v("assistant_tag", assistant_tag, "role value of assistant turns (default gpt)");
+    v("observation_tag", observation_tag, "role value of tool results (not supported)");
+    v("function_tag", function_tag, "role value of tool calls (not supported)");
+    v("system_tag", system_tag, "role value of system turns (default system)");
+  }
+  bool empty() const {
+    return role_tag.empty() && content_tag.empty() && user_tag.empty() && assistant_tag.empty() &&
+           observation_tag.empty() && function_tag.empty() && system_tag.empty();
+  }
+};
+
+// One dataset of a mixture: a file (path), or a name looked up in dataset_dir/dataset_info.json
+// (LLaMA-Factory's registry, see ming/data/registry.h), which fills path, format, columns, tags.
 struct DatasetSpec {
   std::string path;             // .jsonl, .json (JSON array or JSON lines) or .txt
   std::string format = "auto";  // sharegpt | messages | alpaca | promptcblue | text | auto
   double weight = 1.0;          // relative sampling probability, see DataOptions::epoch_size
+  std::string name;             // registry name; also names the dataset in eval metrics
+  DatasetColumns columns;
+  DatasetTags tags;
 
   template <class V>
   void visit(V& v) {
     v("path", path, "dataset file (.jsonl, .json array or lines, .txt)");
+    v("name", name, "dataset name in dataset_dir/dataset_info.json (instead of path)");
     v("format", format, "sharegpt | messages | alpaca | promptcblue | text | auto");
     v("weight", weight, "relative sampling probability within the mixture");
+    v("columns", columns, "field names of the records (LLaMA-Factory columns)");
+    v("tags", tags, "role/content names of sharegpt turns (LLaMA-Factory tags)");
   }
+  // What the dataset is called in logs and per-dataset metrics: the name, else the file stem.
+  std::string display_name() const;
 };
 
 struct DataOptions {
@@ -88,6 +141,19 @@ struct DataOptions {
   // Padding token id; -1 = the tokenizer's <|endoftext|> (or its first end token). Padding
   // never reaches the loss (labels -100, attention 0), so the choice only matters for tidiness.
   int64_t pad_id = -1;
+  // Folder of dataset_info.json, for datasets given by name (LLaMA-Factory's dataset_dir).
+  std::string dataset_dir = "data";
+  // Records read per dataset, the first ones in file order; 0 = all (LLaMA-Factory's max_samples).
+  int64_t max_samples = 0;
+  // How datasets are mixed (LLaMA-Factory's mix_strategy):
+  //   weights           each dataset's share of an epoch follows its weight (ming's default)
+  //   concat            each dataset contributes its own size per epoch; weights are ignored
+  //   interleave_under  shares follow the weights; the epoch ends when the first dataset would
+  //                     repeat (epoch_size = min_i size_i / share_i)
+  //   interleave_over   shares follow the weights; the epoch ends when the last dataset has
+  //                     been seen once (epoch_size = max_i size_i / share_i)
+  // "" = concat when every dataset is given by name (as in LLaMA-Factory), else weights.
+  std::string mix_strategy;
 
   template <class V>
   void visit(V& v) {
@@ -101,6 +167,9 @@ struct DataOptions {
     v("system_prompt", system_prompt, "system prompt for conversations without one");
     v("epoch_size", epoch_size, "examples per mixture epoch (0 = sum of dataset sizes)");
     v("pad_id", pad_id, "padding token id (-1 = tokenizer's end-of-text)");
+    v("dataset_dir", dataset_dir, "folder of dataset_info.json for datasets given by name");
+    v("max_samples", max_samples, "records read per dataset (0 = all)");
+    v("mix_strategy", mix_strategy, "weights | concat | interleave_under | interleave_over");
   }
 };
 

@@ -45,8 +45,22 @@ constexpr int64_t kMaxReportedBad = 5;
 // "<path>:<line>: <reason>"; under skip bad records are counted, and one warning per file lists
 // the count and the first few reasons. A missing file, an unknown auto format, or a file with
 // no record at all throws UsageError regardless of the policy.
+//
+// `layout` (columns and tags, as a dataset_info.json entry gives them) renames the fields of
+// alpaca and sharegpt records before they are parsed; a sharegpt record's system column becomes
+// its system turn. Without it records are read under the formats' own names.
+struct RecordLayout {
+  DatasetColumns columns;
+  DatasetTags tags;
+};
 ReadResult read_examples(const std::filesystem::path& path, DataFormat format,
-                         BadExamplePolicy policy);
+                         BadExamplePolicy policy, const RecordLayout* layout = nullptr);
+
+// A record with LLaMA-Factory column and tag names rewritten to the format's own names
+// (alpaca: instruction/input/output/system/history; sharegpt: conversations of {from, value}
+// with roles user/assistant/system). UsageError with the reason for a record that cannot be
+// rewritten (tool turns, an unknown role value).
+io::Json canonical_record(const io::Json& record, DataFormat format, const RecordLayout& layout);
 
 // The format a record's keys indicate (conversations -> sharegpt, messages -> messages,
 // instruction -> alpaca, input + target -> promptcblue, text -> text); UsageError naming

@@ -69,8 +69,6 @@ struct Heatmap {
 // A complete standalone SVG document. ming::Error when values.size() != rows * cols.
 std::string heatmap_svg(const Heatmap& map);
 
-// Escapes &, <, >, " and ' for XML text and attribute values.
-std::string xml_escape(const std::string& text);
 // A CSV field: quoted (with doubled quotes) when it contains a comma, quote or newline.
 std::string csv_field(const std::string& text);
 
