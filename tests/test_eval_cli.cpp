@@ -81,6 +81,8 @@ TEST_CASE("ming-eval: writes predictions.jsonl, metrics.json and a table for eac
                       2;
   CHECK(m["overall"]["primary_mean"].get<double>() == doctest::Approx(mean));
   CHECK(m["run"]["limit"] == 6);
+  // English prompts: tok512 has pieces for them, no byte fallback.
+  CHECK(m["tasks"]["toy-mc"]["prompts"]["byte_piece_fraction"].get<double>() < 0.01);
 
   // Comparing a run with itself: paired, zero difference, not significant.
   auto c = t.eval("--compare " + q(t.tmp / "out" / "metrics.json") + " " +
@@ -201,12 +203,14 @@ TEST_CASE("ming-eval: an unknown task name exits 2 listing the available tasks")
 namespace ming {
 namespace {
 
-// metrics.json without what describes the run rather than the scores (run block, timings).
+// metrics.json without what describes the run rather than the scores (run block, timings,
+// prompt tokenization).
 json scores_only(json m) {
   m.erase("run");
   for (auto& [name, t] : m["tasks"].items()) {
     t.erase("seconds");
     t.erase("examples_per_second");
+    t.erase("prompts");  // tokenizer statistics: only a run with the model has them
   }
   return m;
 }
@@ -287,6 +291,24 @@ TEST_CASE("ming-eval: a CSV task with a missing column or a foreign answer lette
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("exam.csv:4: field 'Answer': answer 'AC': answer letter 'C' is not among the "
                    "options (A, B)") != std::string::npos);
+}
+
+TEST_CASE("ming-eval: prompts the tokenizer can only spell in byte pieces are counted per task") {
+  CliToy t;
+  test::write_tiny_eval_model(t.tmp / "model");
+  test::write_text(
+      t.suite / "toy" / "test.jsonl",
+      "{\"id\": \"a\", \"question\": \"亚急性感染性心内膜炎的主要致病菌是？\", "
+      "\"options\": {\"A\": \"淋球菌\", \"B\": \"草绿色链球菌\"}, \"answer_idx\": \"B\"}\n");
+  auto r = t.eval("--model " + q(t.tmp / "model") + " --tasks " + q(t.tmp / "toy-mc.yaml") +
+                  " --bootstrap 10 --threads 1 -o " + q(t.tmp / "zh"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto m = json::parse(test::read_text(t.tmp / "zh" / "metrics.json"));
+  const auto& p = m["tasks"]["toy-mc"]["prompts"];
+  CHECK(p["byte_pieces"].get<int64_t>() > 0);
+  // Each Chinese character is three byte pieces; the English frame is a minority of tokens.
+  CHECK(p["byte_piece_fraction"].get<double>() > 0.5);
 }
 
 }  // namespace ming

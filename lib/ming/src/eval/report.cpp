@@ -230,6 +230,10 @@ TaskReport summarize_task(const TaskSpec& spec, const std::vector<ExampleResult>
     }
     t.metrics.push_back(mv);
   }
+  for (const auto& r : results) {
+    t.prompt_tokens += static_cast<int64_t>(r.prompt_tokens.size());
+    t.prompt_byte_pieces += r.prompt_byte_pieces;
+  }
   if (!spec.metrics.empty() && !results.empty()) {
     const auto rows = metric_rows(results, 0);
     for (const auto& field : spec.categories) {
@@ -261,6 +265,11 @@ json metrics_json(const std::vector<TaskReport>& tasks, const json& run,
                   {"metrics", metrics},
                   {"seconds", t.seconds},
                   {"examples_per_second", t.seconds > 0 ? t.n / t.seconds : 0.0}};
+    if (t.prompt_tokens > 0)
+      entry["prompts"] = {
+          {"tokens", t.prompt_tokens},
+          {"byte_pieces", t.prompt_byte_pieces},
+          {"byte_piece_fraction", double(t.prompt_byte_pieces) / double(t.prompt_tokens)}};
     if (!t.breakdowns.empty()) {
       json b = json::object();
       for (const auto& [field, values] : t.breakdowns)

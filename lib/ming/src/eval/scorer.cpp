@@ -4,6 +4,8 @@
 #include <cctype>
 #include <set>
 
+#include <utf8proc.h>
+
 #include "ming/core/error.h"
 #include "ming/core/log.h"
 #include "ming/data/encode.h"
@@ -399,6 +401,38 @@ void score_perplexity(const TaskSpec& spec, const std::vector<TaskRecord>& recor
   }
 }
 
+// Per token id, whether it decodes to a fragment of a UTF-8 character (a byte-fallback piece),
+// computed on first use.
+class BytePieces {
+ public:
+  explicit BytePieces(const text::Tokenizer& tok) : tok_(tok), known_(tok.vocab_size(), -1) {}
+  int64_t count(const std::vector<int64_t>& ids) {
+    int64_t n = 0;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= static_cast<int64_t>(known_.size())) continue;
+      if (known_[id] < 0) known_[id] = is_fragment(tok_.decode({static_cast<text::TokenId>(id)}));
+      n += known_[id];
+    }
+    return n;
+  }
+
+ private:
+  // Decoders write a lone byte as U+FFFD or leave it as an invalid sequence.
+  static bool is_fragment(const std::string& s) {
+    if (s.find("\xEF\xBF\xBD") != std::string::npos) return true;
+    const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+    for (utf8proc_ssize_t i = 0, n = static_cast<utf8proc_ssize_t>(s.size()); i < n;) {
+      utf8proc_int32_t cp = 0;
+      const utf8proc_ssize_t len = utf8proc_iterate(p + i, n - i, &cp);
+      if (len <= 0) return true;
+      i += len;
+    }
+    return false;
+  }
+  const text::Tokenizer& tok_;
+  std::vector<int8_t> known_;
+};
+
 // Whether a prediction is right as a whole, for the parsers where that is meaningful.
 std::optional<bool> whole_answer_correct(const TaskSpec& spec, const json& pred, const json& gold) {
   switch (spec.parser) {
@@ -492,6 +526,7 @@ std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<Ta
   torch::NoGradGuard no_grad;
   m.model->eval();
   std::vector<ExampleResult> results(records.size());
+  BytePieces byte_pieces(*m.tokenizer);
   const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
   for (size_t begin = 0; begin < records.size(); begin += bs) {
     const size_t end = std::min(records.size(), begin + bs);
@@ -507,6 +542,7 @@ std::vector<ExampleResult> score_task(const TaskSpec& spec, const std::vector<Ta
       res = example_shell(spec, rec);
       res.prompt = units.back().prompt.text;
       res.prompt_tokens = units.back().prompt.ids;
+      res.prompt_byte_pieces = byte_pieces.count(res.prompt_tokens);
     }
     switch (spec.scorer) {
       case Scorer::loglik_choice:

@@ -13,8 +13,11 @@
 //                         "metrics": {"accuracy": {"value": .31, "ci_low": .27, "ci_high": .36}},
 //                         "seconds": 12.5,
 //                         "promptcblue": {"CMeEE-V2": .41, ...},  // promptcblue tasks only
-//                         "breakdowns": {"Difficulty level": {"1": {"n": 230, "value": .3}}}
-//                        }, ...},                                 // tasks with categories
+//                         "breakdowns": {"Difficulty level": {"1": {"n": 230, "value": .3}}},
+//                                                                 // tasks with categories
+//                         "prompts": {"tokens": 9120, "byte_pieces": 7310,
+//                                     "byte_piece_fraction": .80}  // runs with a model
+//                        }, ...},
 
 //    "overall": {"primary_mean": .., "tasks": [...], "excluded": [...perplexity tasks...]},
 //    "promptcblue": {"mean": .., "ci_low": .., "ci_high": .., "per_task": {...}, "missing": []}}
@@ -69,6 +72,9 @@ struct TaskReport {
   std::vector<ExampleStats> promptcblue_rows;
   // category field -> value -> (examples, primary metric over them)
   std::map<std::string, std::map<std::string, std::pair<size_t, double>>> breakdowns;
+  // Prompt tokens, and those that are byte pieces of characters the vocabulary lacks (zero when
+  // the outputs were rescored without a model).
+  int64_t prompt_tokens = 0, prompt_byte_pieces = 0;
 };
 
 // Aggregates a task's results with bootstrap intervals.

@@ -77,6 +77,10 @@ struct ExampleResult {
   size_t line = 0;                     // line in the task's JSONL file
   std::string prompt;                  // the prompt text as the model saw it (template applied)
   std::vector<int64_t> prompt_tokens;  // what the model was given (before left truncation)
+  // Prompt tokens that stand for part of a character (byte-fallback pieces of characters the
+  // vocabulary lacks): a base whose tokenizer writes a task's prompts mostly this way cannot
+  // read them (stories260K's 512 pieces on Chinese text).
+  int64_t prompt_byte_pieces = 0;
   // The tokens that follow the prompt in a teacher-forced replay (route traces): the generated
   // tokens, the chosen choice's continuation, or the reference (perplexity).
   std::vector<int64_t> output_tokens;
