@@ -121,3 +121,95 @@ TEST_CASE("config: YAML syntax errors name file and line") {
   CHECK_THROWS_WITH_AS(config::parse_document("a: [1, 2\nb: 3\n", "bad.yaml"),
                        doctest::Contains("bad.yaml:"), UsageError);
 }
+
+namespace {
+
+enum class Decay { cosine, linear, constant };
+constexpr config::NameTable<Decay, 3> enum_names(Decay) {
+  return {{{Decay::cosine, "cosine"}, {Decay::linear, "linear"}, {Decay::constant, "constant"}}};
+}
+
+struct Schedule {
+  Decay decay = Decay::cosine;
+  std::optional<Decay> fallback;
+  std::vector<std::string> targets = {"q_proj"};
+  std::map<std::string, int64_t> experts_per_target;
+  template <class V>
+  void visit(V& v) {
+    v("decay", decay, "how the rate decays");
+    v("fallback", fallback, "decay after a restart");
+    v("targets|target", targets, "projections");
+    v("experts_per_target", experts_per_target, "experts by projection");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("config: enums are read and written by the names in their table") {
+  auto doc = config::parse_document("decay: linear\nfallback: constant\n", "s.yaml");
+  auto s = config::read<Schedule>(doc);
+  CHECK(s.decay == Decay::linear);
+  CHECK(s.fallback == Decay::constant);
+  CHECK(config::write(s)["decay"] == "linear");
+  CHECK(config::name_of(Decay::constant) == "constant");
+  CHECK(config::enum_choices<Decay>() == "cosine | linear | constant");
+  CHECK_THROWS_WITH_AS(config::read<Schedule>(config::parse_document("decay: linaer\n", "s.yaml")),
+                       "s.yaml:1: key 'decay': 'linaer' is not one of cosine, linear, constant "
+                       "(did you mean 'linear'?)",
+                       UsageError);
+  CHECK_THROWS_WITH_AS(
+      config::parse_enum<Decay>("cos", "decay"),
+      "decay: 'cos' is not one of cosine, linear, constant (did you mean 'cosine'?)", UsageError);
+  CHECK_THROWS_WITH_AS(config::parse_enum<Decay>("step", "decay"),
+                       "decay: 'step' is not one of cosine, linear, constant", UsageError);
+}
+
+TEST_CASE("config: an old key name is read, written under the new one, and not with both") {
+  auto s = config::read<Schedule>(config::parse_document("target: [v_proj]\n", "s.yaml"));
+  CHECK(s.targets == std::vector<std::string>{"v_proj"});
+  CHECK(config::write(s).contains("targets"));
+  CHECK_FALSE(config::write(s).contains("target"));
+  CHECK_THROWS_WITH_AS(
+      config::read<Schedule>(config::parse_document("target: [a]\ntargets: [b]\n", "s.yaml")),
+      doctest::Contains("are the same setting"), UsageError);
+}
+
+TEST_CASE("config: mappings of names to values round-trip") {
+  auto s = config::read<Schedule>(
+      config::parse_document("experts_per_target: {gate_proj: 8, up_proj: 4}\n", "s.yaml"));
+  CHECK(s.experts_per_target == std::map<std::string, int64_t>{{"gate_proj", 8}, {"up_proj", 4}});
+  CHECK(config::write(s)["experts_per_target"]["up_proj"] == 4);
+  CHECK_THROWS_WITH_AS(
+      config::read<Schedule>(config::parse_document("experts_per_target: {a: x}\n", "s.yaml")),
+      doctest::Contains("key 'experts_per_target.a': expected an integer"), UsageError);
+}
+
+TEST_CASE("config: JSON files read through the same description, with lines") {
+  auto doc =
+      config::parse_document("{\n  \"decay\": \"constant\",\n  \"expertz\": 1\n}\n", "a.json");
+  CHECK_THROWS_WITH_AS(config::read<Schedule>(doc),
+                       doctest::Contains("a.json:3: unknown key 'expertz'"), UsageError);
+  auto parsed = config::make_document(nlohmann::json{{"decay", "linear"}}, "b.json");
+  CHECK(config::read<Schedule>(parsed).decay == Decay::linear);
+}
+
+TEST_CASE("config: describe lists every key with type, default and help") {
+  auto rows = config::describe<Options>();
+  auto find = [&](const std::string& key) {
+    for (const auto& r : rows)
+      if (r.key == key) return r;
+    FAIL("no row for " << key);
+    return config::FieldDoc{};
+  };
+  CHECK(find("learning_rate").type == "number");
+  CHECK(find("learning_rate").default_value == "0.0002");
+  CHECK(find("moe.experts").default_value == "8");
+  CHECK(find("moe.target").type == "list of string");
+  CHECK(find("dataset[].weight").default_value == "1.0");
+  CHECK(find("max_steps").default_value == "null");
+  auto help = config::help_text<Schedule>();
+  CHECK(help.find("decay") != std::string::npos);
+  CHECK(help.find("cosine | linear | constant") != std::string::npos);
+  CHECK(help.find("how the rate decays") != std::string::npos);
+  CHECK(help.find("(also read as: target)") != std::string::npos);
+}

@@ -148,7 +148,7 @@ Json adapter_config_json(const AdapterConfig& config, const std::string& base_mo
       block["experts"] = m.experts;
       block["top_k"] = m.top_k;
       block["router_bias"] = m.router_bias;
-      block["balance_loss"] = balance_loss_name(m.balance_loss);
+      block["balance_loss"] = std::string(config::name_of(m.balance_loss));
       block["balance_loss_coef"] = m.balance_loss_coef;
       block["router_z_loss_coef"] = m.router_z_loss_coef;
     }

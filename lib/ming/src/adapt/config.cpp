@@ -10,23 +10,6 @@
 
 namespace ming::adapt {
 
-MoloraOptions TargetGroup::molora_options() const {
-  MoloraOptions o;
-  o.experts = experts;
-  o.top_k = top_k;
-  o.r = r;
-  o.alpha = alpha;
-  o.dropout = dropout;
-  o.use_rslora = use_rslora;
-  o.router_bias = router_bias;
-  o.balance_loss = balance_loss;
-  o.balance_loss_coef = balance_loss_coef;
-  o.router_z_loss_coef = router_z_loss_coef;
-  o.shared_expert = shared_expert;
-  o.jitter = jitter;
-  return o;
-}
-
 std::vector<TargetGroup> AdapterConfig::ming_moe_groups() {
   TargetGroup attention;
   attention.name = "attention";
@@ -224,74 +207,12 @@ int64_t adapter_parameter_count(const TargetGroup& group, int64_t in_features,
 }
 
 nlohmann::json to_json(const TargetGroup& g) {
-  nlohmann::json j;
-  j["name"] = g.name;
-  j["targets"] = g.targets;
-  j["experts"] = g.experts;
-  j["top_k"] = g.top_k;
-  j["r"] = g.r;
-  j["alpha"] = g.alpha;
-  j["dropout"] = g.dropout;
-  j["use_rslora"] = g.use_rslora;
-  j["router_bias"] = g.router_bias;
-  j["balance_loss"] = balance_loss_name(g.balance_loss);
-  j["balance_loss_coef"] = g.balance_loss_coef;
-  j["router_z_loss_coef"] = g.router_z_loss_coef;
-  j["shared_expert"] = g.shared_expert;
-  j["jitter"] = g.jitter;
-  return j;
+  return config::write(g);
 }
 
 TargetGroup group_from_json(const nlohmann::json& j, const std::string& where) {
-  if (!j.is_object()) fail_usage("{}: expected an object, got {}", where, j.type_name());
   TargetGroup g;
-  for (const auto& [key, value] : j.items()) {
-    const std::string at = fmt::format("{}: key '{}'", where, key);
-    try {
-      if (key == "name")
-        g.name = value.get<std::string>();
-      else if (key == "targets") {
-        if (value.is_string())
-          g.targets = {value.get<std::string>()};
-        else
-          g.targets = value.get<std::vector<std::string>>();
-      } else if (key == "experts")
-        g.experts = value.get<int64_t>();
-      else if (key == "top_k")
-        g.top_k = value.get<int64_t>();
-      else if (key == "r")
-        g.r = value.get<int64_t>();
-      else if (key == "alpha")
-        g.alpha = value.get<double>();
-      else if (key == "dropout")
-        g.dropout = value.get<double>();
-      else if (key == "use_rslora")
-        g.use_rslora = value.get<bool>();
-      else if (key == "router_bias")
-        g.router_bias = value.get<bool>();
-      else if (key == "balance_loss")
-        g.balance_loss = parse_balance_loss(value.get<std::string>());
-      else if (key == "balance_loss_coef")
-        g.balance_loss_coef = value.get<double>();
-      else if (key == "router_z_loss_coef")
-        g.router_z_loss_coef = value.get<double>();
-      else if (key == "shared_expert")
-        g.shared_expert = value.get<bool>();
-      else if (key == "jitter")
-        g.jitter = value.get<double>();
-      else
-        fail_usage(
-            "{}: unknown key (expected name, targets, experts, top_k, r, alpha, dropout, "
-            "use_rslora, router_bias, balance_loss, balance_loss_coef, "
-            "router_z_loss_coef, shared_expert, jitter)",
-            at);
-    } catch (const nlohmann::json::exception& e) {
-      fail_usage("{}: wrong type ({})", at, e.what());
-    } catch (const UsageError& e) {
-      if (std::string(e.what()).find(where) == 0) throw;
-      fail_usage("{}: {}", at, e.what());
-    }
-  }
+  config::read_into(config::make_document(j, where), g);
   return g;
 }
 

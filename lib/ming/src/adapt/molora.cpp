@@ -13,25 +13,6 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-BalanceLoss parse_balance_loss(const std::string& text) {
-  if (text == "none") return BalanceLoss::none;
-  if (text == "switch") return BalanceLoss::switch_style;
-  if (text == "mixtral") return BalanceLoss::mixtral;
-  fail_usage("unknown balance_loss '{}' (expected none, switch or mixtral)", text);
-}
-
-std::string balance_loss_name(BalanceLoss loss) {
-  switch (loss) {
-    case BalanceLoss::none:
-      return "none";
-    case BalanceLoss::switch_style:
-      return "switch";
-    case BalanceLoss::mixtral:
-      return "mixtral";
-  }
-  return "none";
-}
-
 namespace {
 
 // The A stage runs dense by default: one (N, D) x (D, E*r) GEMM over all tokens costs E/k times

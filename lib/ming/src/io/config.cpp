@@ -6,6 +6,8 @@
 #include <regex>
 #include <sstream>
 
+#include <fmt/ranges.h>
+
 #include "ming/io/files.h"
 
 namespace ming::config {
@@ -138,6 +140,13 @@ Document parse_document(const std::string& yaml_text, const std::string& source)
   return doc;
 }
 
+Document make_document(Json root, std::string source) {
+  Document doc;
+  doc.root = std::move(root);
+  doc.source = std::move(source);
+  return doc;
+}
+
 Document load_document(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path)) fail_usage("config file '{}' does not exist", path.string());
   return parse_document(io::read_file(path), path.string());
@@ -190,6 +199,27 @@ void apply_override(Document& doc, const std::string& assignment) {
   *cur = value;
 }
 
+std::string format_help(const std::vector<FieldDoc>& rows) {
+  size_t key_width = 0, type_width = 0, default_width = 0;
+  for (const auto& r : rows) {
+    key_width = std::max(key_width, r.key.size());
+    type_width = std::max(type_width, r.type.size());
+    default_width = std::max(default_width, r.default_value.size());
+  }
+  // Long defaults (lists of datasets) and long choice lists would push the help off the screen.
+  type_width = std::min<size_t>(type_width, 28);
+  default_width = std::min<size_t>(default_width, 24);
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line = fmt::format("  {:<{}}  {:<{}}  {:<{}}  {}", r.key, key_width, r.type,
+                                   type_width, r.default_value, default_width, r.help);
+    if (!r.aliases.empty()) line += fmt::format(" (also read as: {})", fmt::join(r.aliases, ", "));
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
 std::string to_yaml(const Json& value) {
   YAML::Emitter out;
   emit(out, value);
@@ -210,6 +240,40 @@ std::string did_you_mean(const std::string& key, const std::vector<std::string>&
 }
 
 namespace detail {
+
+void fail_enum(std::string_view what, std::string_view text,
+               const std::vector<std::string>& names) {
+  fail_usage("{}: '{}' is not one of {}{}", what, text, fmt::join(names, ", "),
+             did_you_mean(std::string(text), names));
+}
+
+void fail_enum_value(int value) {
+  fail("enum value {} has no name in its table", value);
+}
+
+std::vector<std::string> key_names(const char* key) {
+  std::vector<std::string> names;
+  std::string_view rest(key);
+  while (true) {
+    const auto bar = rest.find('|');
+    names.emplace_back(rest.substr(0, bar));
+    if (bar == std::string_view::npos) return names;
+    rest.remove_prefix(bar + 1);
+  }
+}
+
+std::string display(const std::string& pointer) {
+  std::string s = pointer.empty() ? "" : pointer.substr(1);
+  for (char& c : s)
+    if (c == '/') c = '.';
+  return s;
+}
+
+std::string Describer::default_text(const Json& j) {
+  // Shortest forms (0.0002, not YAML's 17 digits); strings bare unless empty.
+  if (j.is_string()) return j.get_ref<const std::string&>().empty() ? "\"\"" : j.get<std::string>();
+  return j.dump();
+}
 
 std::string type_name(const Json& j) {
   if (j.is_string()) return "a string";

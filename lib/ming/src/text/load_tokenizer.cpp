@@ -18,22 +18,11 @@ using detail::AddedTokens;
 using nlohmann::json;
 
 Pretokenizer parse_pretokenizer(const std::string& name) {
-  if (name == "qwen2" || name == "qwen") return Pretokenizer::qwen2;
-  if (name == "llama3" || name == "llama-3") return Pretokenizer::llama3;
-  if (name == "gpt2" || name == "gpt-2") return Pretokenizer::gpt2;
-  fail_usage("unknown pre-tokenizer '{}' (expected qwen2, llama3 or gpt2)", name);
+  return config::parse_enum<Pretokenizer>(name, "pre-tokenizer");
 }
 
 std::string pretokenizer_name(Pretokenizer pretokenizer) {
-  switch (pretokenizer) {
-    case Pretokenizer::qwen2:
-      return "qwen2";
-    case Pretokenizer::llama3:
-      return "llama3";
-    case Pretokenizer::gpt2:
-      return "gpt2";
-  }
-  return "qwen2";
+  return std::string(config::name_of(pretokenizer));
 }
 
 namespace {

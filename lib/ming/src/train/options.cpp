@@ -9,23 +9,9 @@ adapt::AdapterConfig TrainOptions::adapter_config() const {
   adapt::AdapterConfig config;
   config.groups.clear();
   if (finetuning_type == "molora") {
-    adapt::TargetGroup mlp;
-    mlp.name = "moe";
-    mlp.targets = moe.target;
-    mlp.experts = moe.experts;
-    mlp.top_k = moe.top_k;
-    mlp.r = moe.lora_rank.value_or(lora_rank);
-    mlp.alpha = moe.lora_alpha.value_or(lora_alpha);
-    mlp.dropout = moe.lora_dropout;
-    mlp.use_rslora = use_rslora;
-    mlp.router_bias = moe.router_bias;
-    mlp.balance_loss = adapt::parse_balance_loss(moe.balance_loss);
-    mlp.balance_loss_coef = moe.balance_loss_coef;
-    mlp.router_z_loss_coef = moe.router_z_loss_coef;
-    mlp.shared_expert = moe.shared_expert;
-    mlp.jitter = moe.jitter;
     // The MoLoRA group goes first: a projection listed in both gets the MoLoRA layer.
-    config.groups.push_back(mlp);
+    config.groups.push_back(moe);
+    config.groups.back().use_rslora = moe.use_rslora || use_rslora;
   }
   if (!lora_target.empty()) {
     adapt::TargetGroup attention;
@@ -81,7 +67,7 @@ void TrainOptions::validate() const {
     check(moe.experts >= 1, fmt::format("moe.experts: {} must be >= 1", moe.experts));
     check(moe.top_k >= 1 && moe.top_k <= moe.experts,
           fmt::format("moe.top_k: {} must be in [1, moe.experts = {}]", moe.top_k, moe.experts));
-    check(!moe.target.empty(), "moe.target: list the projections that get experts");
+    check(!moe.targets.empty(), "moe.targets: list the projections that get experts");
   }
   if (finetuning_type != "full") check(lora_rank >= 1, "lora_rank: must be >= 1");
   if (finetuning_type == "lora") check(!lora_target.empty(), "lora_target: must not be empty");

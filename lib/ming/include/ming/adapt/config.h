@@ -33,25 +33,27 @@
 
 namespace ming::adapt {
 
-struct TargetGroup {
+// A group is the MoLoRA settings (one description, molora.h) plus which projections get them;
+// a default group is a plain LoRA (experts 1).
+struct TargetGroup : MoloraOptions {
   std::string name;                  // "attention", "mlp": for logs and error messages
   std::vector<std::string> targets;  // suffixes ("q_proj") or "re:<regex>" full-path regexes
-  int64_t experts = 1;               // 1 = plain LoRA; > 1 = MoLoRA
-  int64_t top_k = 2;                 // MoLoRA only: experts per token, in [1, experts]
-  int64_t r = 16;
-  double alpha = 32.0;
-  double dropout = 0.0;
-  bool use_rslora = false;
-  bool router_bias = true;
-  BalanceLoss balance_loss = BalanceLoss::none;
-  double balance_loss_coef = 0.01;
-  double router_z_loss_coef = 0.0;
-  bool shared_expert = false;
-  double jitter = 0.0;
+
+  TargetGroup() { experts = 1; }
+  TargetGroup(std::string group_name, std::vector<std::string> group_targets,
+              const MoloraOptions& options)
+      : MoloraOptions(options), name(std::move(group_name)), targets(std::move(group_targets)) {}
 
   bool is_moe() const { return experts > 1; }
   LoraOptions lora_options() const { return {r, alpha, dropout, use_rslora}; }
-  MoloraOptions molora_options() const;
+  const MoloraOptions& molora_options() const { return *this; }
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "group name (logs, messages)");
+    v("targets|target", targets, "projections: suffixes (q_proj) or re:<full-path regex>");
+    MoloraOptions::visit(v);
+  }
 };
 
 struct AdapterConfig {
@@ -106,9 +108,9 @@ int64_t count_trainable_parameters(const torch::nn::Module& module);
 int64_t adapter_parameter_count(const TargetGroup& group, int64_t in_features,
                                 int64_t out_features);
 
-// JSON form of a group / config (the "groups" list of adapter_config.json's "moe" block; also
-// what config.yaml's `adapter:` section maps to). from_json rejects unknown keys (UsageError
-// naming `where` and the key) and fills absent keys with the defaults above.
+// JSON form of a group (an item of the "groups" list of adapter_config.json's "moe" block),
+// through the group's visit. group_from_json reports every unknown key and bad value together
+// (UsageError naming `where`) and fills absent keys with the defaults above.
 nlohmann::json to_json(const TargetGroup& group);
 TargetGroup group_from_json(const nlohmann::json& j, const std::string& where);
 

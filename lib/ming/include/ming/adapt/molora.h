@@ -39,15 +39,22 @@
 
 #include "ming/adapt/lora.h"
 #include "ming/adapt/routing.h"
+#include "ming/io/config.h"
 #include "ming/model/projection.h"
 
 namespace ming::adapt {
 
 enum class BalanceLoss { none, switch_style, mixtral };
-// "none" | "switch" | "mixtral"; parse throws UsageError naming the value.
-BalanceLoss parse_balance_loss(const std::string& text);
-std::string balance_loss_name(BalanceLoss loss);
+constexpr config::NameTable<BalanceLoss, 3> enum_names(BalanceLoss) {
+  return {{{BalanceLoss::none, "none"},
+           {BalanceLoss::switch_style, "switch"},
+           {BalanceLoss::mixtral, "mixtral"}}};
+}
 
+// The one description of a MoLoRA layer's settings: the layer takes it, adapter_config.json's
+// groups store it (flat, beside name and targets) and ming-train's `moe:` block reads it. A new
+// setting is a field here, one line in visit, and its use in molora.cpp. experts == 1 is a plain
+// LoRA (only r, alpha, dropout and use_rslora apply).
 struct MoloraOptions {
   int64_t experts = 8;
   int64_t top_k = 2;
@@ -61,6 +68,23 @@ struct MoloraOptions {
   double router_z_loss_coef = 0.0;  // 0 = off
   bool shared_expert = false;       // one always-on LoRA expert (rank r, weight 1)
   double jitter = 0.0;  // training only: router input *= U(1 - jitter, 1 + jitter) (Switch)
+
+  // "lora_rank", "lora_alpha", "lora_dropout": the names ming-train's moe: block used first.
+  template <class V>
+  void visit(V& v) {
+    v("experts", experts, "experts per layer (1 = plain LoRA)");
+    v("top_k", top_k, "experts chosen per token (= experts: dense soft mixing)");
+    v("r|lora_rank", r, "LoRA rank of each expert");
+    v("alpha|lora_alpha", alpha, "LoRA alpha of each expert (scaling alpha / r)");
+    v("dropout|lora_dropout", dropout, "dropout on the experts' input (MING-MOE: 0)");
+    v("use_rslora", use_rslora, "scale by alpha / sqrt(r)");
+    v("router_bias", router_bias, "router Linear has a bias (MING-MOE: yes)");
+    v("balance_loss", balance_loss, "auxiliary load-balancing loss");
+    v("balance_loss_coef", balance_loss_coef, "weight of the balance loss");
+    v("router_z_loss_coef", router_z_loss_coef, "weight of the router z-loss (0: off)");
+    v("shared_expert", shared_expert, "add an always-on expert");
+    v("jitter", jitter, "multiplicative router-input noise in training (Switch)");
+  }
 };
 
 // How the expert A stage (A_e x) runs.

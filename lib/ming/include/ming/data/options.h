@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "ming/io/config.h"
+
 namespace ming::data {
 
 // How to read a dataset's records.
@@ -40,7 +42,23 @@ enum class MaskPolicy { ming, assistant };
 //   stop  throw UsageError naming file:line and the reason
 enum class BadExamplePolicy { skip, stop };
 
-DataFormat parse_data_format(const std::string& name);  // UsageError listing the valid names
+constexpr config::NameTable<DataFormat, 6> enum_names(DataFormat) {
+  return {{{DataFormat::sharegpt, "sharegpt"},
+           {DataFormat::messages, "messages"},
+           {DataFormat::alpaca, "alpaca"},
+           {DataFormat::promptcblue, "promptcblue"},
+           {DataFormat::text, "text"},
+           {DataFormat::auto_detect, "auto"}}};
+}
+constexpr config::NameTable<MaskPolicy, 2> enum_names(MaskPolicy) {
+  return {{{MaskPolicy::ming, "ming"}, {MaskPolicy::assistant, "assistant"}}};
+}
+constexpr config::NameTable<BadExamplePolicy, 2> enum_names(BadExamplePolicy) {
+  return {{{BadExamplePolicy::skip, "skip"}, {BadExamplePolicy::stop, "stop"}}};
+}
+
+// By the tables above; parse throws UsageError naming the key and listing the valid names.
+DataFormat parse_data_format(const std::string& name);
 std::string data_format_name(DataFormat format);
 MaskPolicy parse_mask_policy(const std::string& name);
 std::string mask_policy_name(MaskPolicy policy);

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ming/io/config.h"
+
 namespace ming::text {
 
 using TokenId = int32_t;
@@ -43,8 +45,17 @@ class Tokenizer {
 
 // What to do with a bare `*.tiktoken` rank file, which carries no pre-tokenizer or special tokens.
 enum class Pretokenizer { qwen2, llama3, gpt2 };
+// The first name of each is the one written; "qwen", "llama-3", "gpt-2" are read too.
+constexpr config::NameTable<Pretokenizer, 6> enum_names(Pretokenizer) {
+  return {{{Pretokenizer::qwen2, "qwen2"},
+           {Pretokenizer::llama3, "llama3"},
+           {Pretokenizer::gpt2, "gpt2"},
+           {Pretokenizer::qwen2, "qwen"},
+           {Pretokenizer::llama3, "llama-3"},
+           {Pretokenizer::gpt2, "gpt-2"}}};
+}
 
-// "qwen2" | "llama3" | "gpt2" -> Pretokenizer; throws UsageError otherwise.
+// By the table above; parse throws UsageError listing the names.
 Pretokenizer parse_pretokenizer(const std::string& name);
 std::string pretokenizer_name(Pretokenizer pretokenizer);
 

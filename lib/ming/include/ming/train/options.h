@@ -16,38 +16,6 @@
 
 namespace ming::train {
 
-// The `moe:` block: the MoLoRA layer put on the MLP projections.
-struct MoeOptions {
-  int64_t experts = 8;
-  int64_t top_k = 2;
-  std::vector<std::string> target = {"gate_proj", "up_proj", "down_proj"};
-  std::optional<int64_t> lora_rank;  // expert rank; unset = the top-level lora_rank
-  std::optional<double> lora_alpha;  // expert alpha; unset = the top-level lora_alpha
-  double lora_dropout = 0.0;         // MING's MoLoRA path applies no dropout
-  bool router_bias = true;
-  std::string balance_loss = "none";  // none | switch | mixtral
-  double balance_loss_coef = 0.01;
-  double router_z_loss_coef = 0.0;
-  bool shared_expert = false;
-  double jitter = 0.0;
-
-  template <class V>
-  void visit(V& v) {
-    v("experts", experts, "experts per MoLoRA layer (1 = plain LoRA)");
-    v("top_k", top_k, "experts chosen per token (= experts: dense soft mixing)");
-    v("target", target, "projections that get a MoLoRA layer");
-    v("lora_rank", lora_rank, "expert rank (default: lora_rank)");
-    v("lora_alpha", lora_alpha, "expert alpha (default: lora_alpha)");
-    v("lora_dropout", lora_dropout, "dropout on the experts' input");
-    v("router_bias", router_bias, "router Linear has a bias (MING-MOE: yes)");
-    v("balance_loss", balance_loss, "none | switch | mixtral");
-    v("balance_loss_coef", balance_loss_coef, "weight of the balance loss");
-    v("router_z_loss_coef", router_z_loss_coef, "weight of the router z-loss");
-    v("shared_expert", shared_expert, "add an always-on expert");
-    v("jitter", jitter, "multiplicative router-input noise in training (Switch)");
-  }
-};
-
 struct TrainOptions {
   // What to train.
   std::string model_name_or_path;
@@ -59,7 +27,9 @@ struct TrainOptions {
   double lora_dropout = 0.05;
   std::vector<std::string> lora_target = {"q_proj", "k_proj", "v_proj", "o_proj"};
   bool use_rslora = false;
-  MoeOptions moe;
+  // The `moe:` block: the MoLoRA layer put on the MLP projections (MING-MOE: 8 experts, top-2,
+  // r 16, alpha 32, no dropout, router with bias).
+  adapt::TargetGroup moe{"moe", {"gate_proj", "up_proj", "down_proj"}, adapt::MoloraOptions{}};
 
   // Data.
   std::vector<data::DatasetSpec> dataset;
@@ -109,8 +79,8 @@ struct TrainOptions {
     v("lora_alpha", lora_alpha, "LoRA alpha");
     v("lora_dropout", lora_dropout, "LoRA dropout");
     v("lora_target", lora_target, "projections that get a plain LoRA");
-    v("use_rslora", use_rslora, "scale by alpha/sqrt(r)");
-    v("moe", moe, "MoLoRA settings");
+    v("use_rslora", use_rslora, "scale by alpha/sqrt(r) (every group)");
+    v("moe", moe, "MoLoRA settings (finetuning_type molora)");
     v("dataset", dataset, "training datasets: list of {path, format, weight}");
     v("eval_dataset", eval_dataset, "evaluation datasets (loss every eval_steps)");
     v("template", template_name, "chatml | llama2 | llama3 | raw | auto");
