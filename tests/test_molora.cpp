@@ -6,8 +6,10 @@
 
 #include <torch/torch.h>
 
+#include "ming/adapt/adapter_io.h"
 #include "ming/adapt/molora.h"
 #include "ming/core/error.h"
+#include "ming/train/options.h"
 #include "support.h"
 
 using ming::adapt::BalanceLoss;
@@ -454,4 +456,57 @@ TEST_CASE("molora: cached bf16 expert weights follow in-place updates of the fp3
   m.lora_B.mul_(2.0);  // what an optimiser step or a weight load does: an in-place update
   auto second = m.forward(x, base);
   check_close(second.to(torch::kFloat32), 2 * first.to(torch::kFloat32), "doubled B", 2e-2);
+}
+
+TEST_CASE("molora: router_temperature T divides the logits before top-k and softmax") {
+  torch::manual_seed(3);
+  MoloraOptions hot;
+  hot.router_temperature = 2.0;
+  MoloraAdapter tempered(16, 12, hot);
+  randomise(tempered);
+  // The same layer with W_r / T and b_r / T at T = 1 routes and outputs identically.
+  MoloraAdapter scaled(16, 12, MoloraOptions{});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : scaled.named_parameters()) p.value().copy_(tempered.named_parameters()[p.key()]);
+    scaled.router_weight.div_(2.0);
+    scaled.router_bias.div_(2.0);
+  }
+  auto x = torch::randn({7, 16});
+  auto base = torch::randn({7, 12});
+  auto [experts_t, gates_t] = tempered.route(x);
+  auto [experts_s, gates_s] = scaled.route(x);
+  CHECK(torch::equal(experts_t, experts_s));
+  check_close(gates_t, gates_s, "gates", 1e-5);
+  check_close(tempered.forward(x, base), scaled.forward(x, base), "output", 1e-5);
+  // A hotter router mixes more evenly: the top gate shrinks.
+  MoloraAdapter cold(16, 12, MoloraOptions{});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : cold.named_parameters()) p.value().copy_(tempered.named_parameters()[p.key()]);
+  }
+  CHECK(gates_t.select(1, 0).mean().item<double>() <
+        std::get<1>(cold.route(x)).select(1, 0).mean().item<double>());
+  MoloraOptions zero;
+  zero.router_temperature = 0.0;
+  CHECK_THROWS_WITH_AS(MoloraAdapter(16, 12, zero), doctest::Contains("router_temperature"),
+                       ming::UsageError);
+}
+
+TEST_CASE(
+    "molora: router_temperature goes from the training YAML to adapter_config.json and help") {
+  namespace config = ming::config;
+  auto doc = config::parse_document(
+      "model_name_or_path: m\ndataset: [{path: d.jsonl}]\nmoe: {router_temperature: 0.5}\n",
+      "run.yaml");
+  auto options = config::read<ming::train::TrainOptions>(doc);
+  auto adapter = options.adapter_config();
+  REQUIRE(adapter.groups[0].is_moe());
+  CHECK(adapter.groups[0].molora_options().router_temperature == 0.5);
+  auto json = ming::adapt::adapter_config_json(adapter, "m");
+  CHECK(json["moe"]["groups"][0]["router_temperature"] == 0.5);
+  auto back = ming::adapt::adapter_config_from_json(json, "adapter_config.json");
+  CHECK(back.groups[0].router_temperature == 0.5);
+  CHECK(config::help_text<ming::train::TrainOptions>().find("moe.router_temperature") !=
+        std::string::npos);
 }

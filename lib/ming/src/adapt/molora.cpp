@@ -186,6 +186,8 @@ MoloraAdapter::MoloraAdapter(int64_t in_features, int64_t out_features, MoloraOp
     fail_usage("MoLoRA dropout must be in [0, 1), got {}", options.dropout);
   if (options.jitter < 0 || options.jitter >= 1)
     fail_usage("MoLoRA jitter must be in [0, 1), got {}", options.jitter);
+  if (!(options.router_temperature > 0))
+    fail_usage("MoLoRA router_temperature must be > 0, got {}", options.router_temperature);
   auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   const int64_t n_experts = options.experts, r = options.r;
   lora_A = register_parameter("lora_A", torch::empty({n_experts, r, in_features}, fp32));
@@ -225,12 +227,14 @@ torch::ScalarType router_dtype(torch::ScalarType x) {
   return x == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
 }
 
-// x (N, D), weight (E, D), bias (E) or undefined -> (N, E). Computed as the wide (E, N) product
-// W x^T: BLAS runs it twice as fast as the narrow (N, E) one (E = 8, N = 512, D = 896: 0.22 vs
-// 0.43 ms). Training and inference share it, so they route alike.
-Tensor router_logits(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+// x (N, D), weight (E, D), bias (E) or undefined -> (N, E), divided by the temperature. Computed
+// as the wide (E, N) product W x^T: BLAS runs it twice as fast as the narrow (N, E) one (E = 8,
+// N = 512, D = 896: 0.22 vs 0.43 ms). Training and inference share it, so they route alike.
+Tensor router_logits(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                     double temperature) {
   auto logits = torch::mm(weight, x.t()).t();
-  return bias.defined() ? logits + bias : logits;
+  if (bias.defined()) logits = logits + bias;
+  return temperature == 1.0 ? logits : logits / temperature;
 }
 }  // namespace
 
@@ -238,7 +242,8 @@ std::pair<Tensor, Tensor> MoloraAdapter::route(const Tensor& x) {
   torch::NoGradGuard no_grad;
   auto rd = router_dtype(x.scalar_type());
   auto logits = router_logits(x.reshape({-1, x.size(-1)}).to(rd), router_weight.to(rd),
-                              router_bias.defined() ? router_bias.to(rd) : Tensor());
+                              router_bias.defined() ? router_bias.to(rd) : Tensor(),
+                              options_.router_temperature);
   auto top = logits.topk(options_.top_k, -1);
   return {std::get<1>(top), torch::softmax(std::get<0>(top), -1).to(torch::kFloat32)};
 }
@@ -264,8 +269,9 @@ Tensor MoloraAdapter::forward(const Tensor& x, const Tensor& base) {
   auto xr = x2.to(rd);  // (N, D)
   if (training && options_.jitter > 0)
     xr = xr * torch::empty_like(xr).uniform_(1.0 - options_.jitter, 1.0 + options_.jitter);
-  auto logits = router_logits(xr, router_weight.to(rd),
-                              router_bias.defined() ? router_bias.to(rd) : Tensor());  // (N, E)
+  auto logits =
+      router_logits(xr, router_weight.to(rd), router_bias.defined() ? router_bias.to(rd) : Tensor(),
+                    options_.router_temperature);     // (N, E)
   auto top = logits.topk(k, -1);                      // sorted, highest first
   auto experts = std::get<1>(top);                    // (N, k) int64
   auto gates = torch::softmax(std::get<0>(top), -1);  // (N, k) softmax over the chosen logits

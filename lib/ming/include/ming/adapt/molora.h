@@ -4,7 +4,7 @@
 // Notation: N tokens (B*T flattened), D = in features, O = out features, E experts, k top-k,
 // r LoRA rank, s = scaling (alpha / r, or alpha / sqrt(r) with rsLoRA).
 //
-//   logits = W_r x + b_r                       (E), fp32 router math ("switch" in MING)
+//   logits = (W_r x + b_r) / T                 (E), fp32 router math ("switch" in MING); T = 1
 //   S      = top-k indices of logits
 //   w_i    = softmax over {logits_j : j in S}  (softmax of the k chosen logits only; equal to
 //            MING's softmax-over-all then renormalise-the-top-k, in value and gradient)
@@ -68,6 +68,7 @@ struct MoloraOptions {
   double router_z_loss_coef = 0.0;  // 0 = off
   bool shared_expert = false;       // one always-on LoRA expert (rank r, weight 1)
   double jitter = 0.0;  // training only: router input *= U(1 - jitter, 1 + jitter) (Switch)
+  double router_temperature = 1.0;  // logits / T before top-k and softmax (< 1: sharper)
 
   // "lora_rank", "lora_alpha", "lora_dropout": the names ming-train's moe: block used first.
   template <class V>
@@ -84,6 +85,7 @@ struct MoloraOptions {
     v("router_z_loss_coef", router_z_loss_coef, "weight of the router z-loss (0: off)");
     v("shared_expert", shared_expert, "add an always-on expert");
     v("jitter", jitter, "multiplicative router-input noise in training (Switch)");
+    v("router_temperature", router_temperature, "router logits divided by T before top-k");
   }
 };
 
