@@ -6,6 +6,7 @@
 #include "common/cli.h"
 #include "ming/core/log.h"
 #include "ming/core/memory.h"
+#include "ming/io/config.h"
 #include "ming/model/config.h"
 #include "ming/train/memory_plan.h"
 #include "ming/train/trainer.h"
@@ -28,6 +29,8 @@ int main(int argc, char** argv) {
   app.add_option("--stop-after", stop_after,
                  "write a checkpoint and stop after N steps of this invocation (then --resume)");
   app.add_flag("--quiet,-q", quiet, "only warnings and errors on stderr");
+  app.footer("Config keys (in the YAML file or --set key=value; type, default, meaning):\n" +
+             ming::config::help_text<ming::train::TrainOptions>());
   app.add_flag("--plan", plan,
                "train nothing: print the predicted peak memory per device for this config (reads "
                "only the model's config.json)");
