@@ -78,7 +78,8 @@ TEST_CASE("hostile files: safetensors headers claiming huge tensors are refused"
   const auto bytes = tmp / "bytes.safetensors";
   test::write_text(
       bytes, safetensors_with_header(R"({"t": {"dtype": "F64", "shape": [3074457345618258603], )"
-                                     R"("data_offsets": [0, 8]}})"));
+                                     R"("data_offsets": [0, 8]}})") +
+                 std::string(8, '\0'));
   expect_refused(
       "byte count overflowing 64 bits", [&] { io::SafetensorsFile::open(bytes); },
       "more bytes than fit in 64 bits");
@@ -98,7 +99,7 @@ TEST_CASE("hostile files: JSON and YAML nested a million levels deep are refused
   test::write_text(tmp / "deep.json", deep);
   expect_refused(
       "JSON file", [&] { io::read_json(tmp / "deep.json"); }, "nested deeper than 1000 levels");
-  test::write_text(tmp / "deep.jsonl", "{\"a\": 1}\n" + deep + "\n");
+  test::write_text(tmp / "deep.jsonl", "{\"text\": \"x\"}\n" + deep + "\n");
   expect_refused(
       "JSON-lines record",
       [&] { io::for_each_jsonl(tmp / "deep.jsonl", [](const io::Json&, int64_t) {}); },
@@ -117,7 +118,7 @@ TEST_CASE("hostile files: JSON and YAML nested a million levels deep are refused
       "nested deeper than 1000 levels");
   expect_refused(
       "YAML config", [&] { config::parse_document("a: " + deep + "\n", "deep.yaml"); },
-      "deep.yaml");
+      "deep.yaml: nested deeper than 1000 levels");
 }
 
 TEST_CASE("hostile files: a 2 GB line is refused after reading at most 64 MiB") {

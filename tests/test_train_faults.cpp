@@ -130,8 +130,6 @@ TEST_CASE("train faults: a full disk while checkpointing keeps the last checkpoi
   CHECK(io::read_json(out / "checkpoint-2" / "trainer_state.json")["step"] == 2);
   CHECK(same_bytes(out / "checkpoint-2" / "trainable.safetensors",
                    reference / "checkpoint-2" / "trainable.safetensors"));
-  CHECK(same_bytes(out / "checkpoint-2" / "optimizer.pt",
-                   reference / "checkpoint-2" / "optimizer.pt"));
   for (const auto& e : fs::directory_iterator(out))
     CHECK_MESSAGE(e.path().filename().string().find(".tmp-") == std::string::npos,
                   "left behind: ", e.path().string());

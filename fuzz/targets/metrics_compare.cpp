@@ -8,7 +8,9 @@ MING_FUZZ_TARGET(metrics_compare) {
   const auto metrics = ming::fuzz::write_file("compare/a/metrics.json", parts[0]);
   ming::fuzz::write_file("compare/a/predictions.jsonl", parts[1]);
   ming::fuzz::expect_clean([&] {
-    const auto c = ming::eval::compare_runs(metrics, metrics, {.n_resamples = 50});
+    ming::eval::BootstrapOptions bootstrap;
+    bootstrap.n_resamples = 50;
+    const auto c = ming::eval::compare_runs(metrics, metrics, bootstrap);
     ming::eval::format_comparison(c, "a", "a");
     ming::eval::comparison_json(c, "a", "a");
   });

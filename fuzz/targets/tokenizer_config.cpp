@@ -20,10 +20,12 @@ MING_FUZZ_TARGET(tokenizer_config) {
   ming::fuzz::expect_clean([&] {
     ming::fuzz::exercise_tokenizer(*ming::text::load_tokenizer(dir));
     const auto kind = ming::text::detect_chat_template(dir);
+    ming::text::RenderOptions render;
+    render.add_generation_prompt = true;
     ming::text::render_chat(kind,
                             {{ming::text::Role::system, "s"},
                              {ming::text::Role::user, "q"},
                              {ming::text::Role::assistant, "a"}},
-                            {.add_generation_prompt = true});
+                            render);
   });
 }

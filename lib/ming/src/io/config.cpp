@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "ming/io/files.h"
+#include "ming/io/json.h"
 
 namespace ming::config {
 namespace {
@@ -128,6 +129,14 @@ std::string Document::where(const std::string& pointer) const {
 Document parse_document(const std::string& yaml_text, const std::string& source) {
   Document doc;
   doc.source = source;
+  // yaml-cpp parses flow collections recursively: refuse absurd nesting before it does (the
+  // count includes brackets in quoted text, which only matters past 1000 levels anyway).
+  int depth = 0;
+  for (const char c : yaml_text) {
+    depth += (c == '[' || c == '{') - (c == ']' || c == '}');
+    if (depth > io::kMaxJsonDepth)
+      fail_usage("{}: nested deeper than {} levels", source, io::kMaxJsonDepth);
+  }
   YAML::Node node;
   try {
     node = YAML::Load(yaml_text);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <optional>
 #include <regex>
+#include <sstream>
 
 #include "ming/adapt/adapter_io.h"
 #include "ming/core/error.h"
@@ -325,7 +326,11 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       for (int r = 0; r < world.world_size; ++r)
         rng.emplace_back(fmt::format("rank{}", r), t[0][r].to(torch::kUInt8));
       io::save_safetensors(staged / "rng.safetensors", rng);
-      torch::save(optimizer, (staged / "optimizer.pt").string());
+      // Serialized in memory, then written like every other file: LibTorch's file writer
+      // throws from its destructor when the disk is full, which terminates the process.
+      std::ostringstream optimizer_bytes;
+      torch::save(optimizer, optimizer_bytes);
+      io::write_file_atomic(staged / "optimizer.pt", optimizer_bytes.str());
       io::write_json(staged / "trainer_state.json",
                      Json{{"step", step},
                           {"total_steps", total_steps},
