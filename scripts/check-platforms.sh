@@ -230,8 +230,10 @@ prepare_root() { # prepare_root MODE: leaves a complete, up-to-date root at $cac
 }
 
 # ---- build and test --------------------------------------------------------
+tested_commit=""
 copy_sources() { # the checkout's files (tracked and untracked, not ignored) into ROOT/src/ming
   local r=$1
+  tested_commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo "not a git checkout")
   rm -rf --one-file-system "$r/src/ming"
   mkdir -p "$r/src/ming"
   if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
@@ -298,7 +300,7 @@ check_mode() {
   {
     echo "passed: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "mode: $mode ($suite, $torch, $compiler)"
-    echo "commit: $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "commit: $tested_commit (as copied into the root)"
     echo "result: $summary"
     for phase in "root creation" "dependency install" refresh build suite; do
       [[ -z ${took[$mode: $phase]:-} ]] || echo "seconds $phase: ${took[$mode: $phase]}"

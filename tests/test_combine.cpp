@@ -301,3 +301,52 @@ TEST_CASE("upcycle: expert i equals adapter i on the targets, others are the exa
   o.top_k = 3;
   CHECK_THROWS_WITH_AS(upcycle(o), doctest::Contains("--top-k"), UsageError);
 }
+
+TEST_CASE(
+    "upcycle --from-lora: one LoRA in every expert gives that LoRA's logits before training") {
+  TempDir tmp("ming-combine");
+  test::write_tiny_base(tmp / "base", torch::kFloat32);
+  test::write_random_adapter(tmp / "base", tmp / "lora", AdapterConfig::lora(kAll, 4, 8.0), 21);
+  UpcycleOptions o;
+  o.from_lora = tmp / "lora";
+  o.experts = 8;
+  o.top_k = 2;
+  o.seed = 3;
+  o.output = tmp / "moe";
+  const auto report = upcycle(o);
+  CHECK(report.n_molora == 6);  // gate/up/down of 2 layers
+  CHECK(report.n_lora == 8);    // attention: the LoRA itself ("first"), at its own rank
+  CHECK(report.rank == 4);
+
+  auto shell = load_adapter_shell(tmp / "moe");
+  auto lora = load_adapter_shell(tmp / "lora");
+  std::map<std::string, std::shared_ptr<LoraAdapter>> by_path;
+  for (auto& [path, l] : lora_adapters(lora.adapter)) by_path[path] = l;
+  for (auto& [path, moe] : molora_adapters(shell.adapter)) {
+    INFO(path);
+    CHECK(moe->options().experts == 8);
+    for (int64_t e = 0; e < 8; ++e) {  // every expert is the LoRA, bit for bit
+      CHECK(torch::equal(moe->lora_A[e], by_path.at(path)->lora_A));
+      CHECK(torch::equal(moe->lora_B[e], by_path.at(path)->lora_B));
+    }
+    CHECK(moe->router_weight.abs().sum().item<double>() > 0);  // fresh, not zero
+    auto [experts, gates] = moe->route(torch::randn({5, moe->in_features()}));
+    CHECK(torch::allclose(gates.sum(-1), torch::ones({5}), 1e-6, 1e-6));
+  }
+  for (auto& [path, l] : lora_adapters(shell.adapter)) {  // same dW (written with scaling 1)
+    CHECK(l->lora_A.size(0) == 4);
+    CHECK(max_abs(l->delta_weight() - by_path.at(path)->delta_weight()) < 1e-6);
+  }
+
+  const auto base = test::tiny_logits(tmp / "base", std::nullopt, torch::kFloat32);
+  const auto with_lora = test::tiny_logits(tmp / "base", tmp / "lora", torch::kFloat32);
+  const auto with_moe = test::tiny_logits(tmp / "base", tmp / "moe", torch::kFloat32);
+  CHECK(max_abs(with_lora - base) > 1e-3);      // the LoRA does change the model ...
+  CHECK(max_abs(with_moe - with_lora) < 1e-5);  // ... and the upcycled MoLoRA is that LoRA
+
+  o.experts = 1;
+  CHECK_THROWS_AS(upcycle(o), UsageError);
+  o.experts = 8;
+  o.adapters = {tmp / "lora"};
+  CHECK_THROWS_AS(upcycle(o), UsageError);  // --adapters and --from-lora together
+}

@@ -227,3 +227,98 @@ TEST_CASE(
     CHECK(torch::equal(mb[i].second->router_weight, mr[i].second->router_weight));
   }
 }
+
+TEST_CASE(
+    "convert --to ming-moe writes MING-MOE's release files; importing them is bit-identical") {
+  TempDir tmp("ming-prune");
+  auto cfg = four_experts();
+  cfg.groups[1].top_k = 3;  // not the importer's fallback of 2: k must come from config.json
+  cfg.groups[1].shared_expert = true;
+  test::write_tiny_decoder_adapter(tmp / "moe", cfg, 9);
+  fs::create_directories(tmp / "base");
+  io::write_json(tmp / "base" / "config.json", {{"model_type", "qwen2"}, {"hidden_size", 8}});
+  ConvertAdapterOptions o;
+  o.input = tmp / "moe";
+  o.output = tmp / "release";
+  o.base_config = tmp / "base";
+  const auto report = convert_to_ming_moe(o);
+  CHECK(report.n_lora == 8);
+  CHECK(report.n_molora_written == 6);
+
+  // The files as MING-MOE's builder reads them.
+  const auto config = io::read_json(tmp / "release" / "config.json");
+  CHECK(config["model_type"] == "qwen2");
+  CHECK(config["num_experts"] == 4);
+  CHECK(config["num_experts_per_token"] == 3);
+  CHECK(config["share_expert"] == true);
+  const auto peft = io::read_json(tmp / "release" / "adapter_config.json");
+  CHECK_FALSE(peft.contains("moe"));
+  CHECK(peft["r"] == 2);
+  CHECK(peft["lora_alpha"] == 4.0);
+  for (const auto& name : io::TensorStore::open(tmp / "release").names())
+    CHECK(name.find(".mlp.") == std::string::npos);
+  const auto non_lora = read_torch_save_dict(tmp / "release" / "non_lora_trainables.bin");
+  CHECK(non_lora.size() == 6 * (4 * 2 + 2 + 2));  // experts A/B, switch w/b, shared A/B
+  const std::string m = "base_model.model.model.layers.1.mlp.down_proj.";
+  REQUIRE(non_lora.count(m + "experts.3.lora_A_3.weight"));
+  CHECK(non_lora.at(m + "experts.3.lora_A_3.weight").sizes() == torch::IntArrayRef({2, 12}));
+  CHECK(non_lora.at(m + "experts.3.lora_B_3.weight").sizes() == torch::IntArrayRef({8, 2}));
+  CHECK(non_lora.at(m + "switch.weight").sizes() == torch::IntArrayRef({4, 12}));
+  CHECK(non_lora.at(m + "switch.bias").sizes() == torch::IntArrayRef({4}));
+  CHECK(non_lora.count(m + "share_experts.lora_A.weight"));
+  CHECK((non_lora.at(m + "switch.weight").scalar_type() == torch::kFloat32));
+
+  // import(export(x)) == x: every tensor bit for bit, and the routing settings.
+  o.input = tmp / "release";
+  o.output = tmp / "imported";
+  o.base_config.clear();
+  CHECK(convert_to_ming(o).input_format == "ming-moe");
+  auto before = load_adapter_shell(tmp / "moe"), after = load_adapter_shell(tmp / "imported");
+  std::map<std::string, torch::Tensor> b;
+  for (auto& [name, t] : adapter_state(*before.module)) b[name] = t;
+  size_t n = 0;
+  for (auto& [name, t] : adapter_state(*after.module)) {
+    INFO(name);
+    REQUIRE(b.count(name));
+    CHECK(torch::equal(b.at(name), t));
+    ++n;
+  }
+  CHECK(n == b.size());
+  for (auto& [path, moe] : molora_adapters(after.adapter)) {
+    CHECK(moe->options().top_k == 3);
+    CHECK(moe->options().experts == 4);
+    CHECK(moe->options().shared_expert);
+    CHECK(moe->options().router_bias);
+    CHECK(moe->scaling() == find_moe(before, path)->scaling());
+  }
+  // A flag still overrides config.json's k.
+  LoadAdapterOptions k1;
+  k1.ming_moe_top_k = 1;
+  for (auto& [path, moe] : molora_adapters(load_adapter_shell(tmp / "release", k1).adapter))
+    CHECK(moe->options().top_k == 1);
+
+  // bf16 files, as MING-MOE trains: the same tensors rounded to bf16.
+  o.input = tmp / "moe";
+  o.output = tmp / "release-bf16";
+  o.ming_moe_dtype = torch::kBFloat16;
+  convert_to_ming_moe(o);
+  const auto bf16 = read_torch_save_dict(tmp / "release-bf16" / "non_lora_trainables.bin");
+  CHECK((bf16.at(m + "switch.weight").scalar_type() == torch::kBFloat16));
+  CHECK(torch::equal(
+      bf16.at(m + "switch.weight"),
+      find_moe(before, "model.layers.1.mlp.down_proj")->router_weight.to(torch::kBFloat16)));
+
+  // What the format cannot hold is refused, naming it.
+  test::write_tiny_decoder_adapter(tmp / "lora", AdapterConfig::lora({"q_proj"}, 2, 4.0), 1);
+  o.input = tmp / "lora";
+  o.output = tmp / "x";
+  CHECK_THROWS_WITH_AS(convert_to_ming_moe(o), doctest::Contains("has no MoLoRA experts"),
+                       UsageError);
+  auto odd = four_experts();
+  odd.groups[1].alpha = 8;
+  test::write_tiny_decoder_adapter(tmp / "odd", odd, 2);
+  o.input = tmp / "odd";
+  CHECK_THROWS_WITH_AS(convert_to_ming_moe(o), doctest::Contains("loader gives the experts"),
+                       UsageError);
+  CHECK(test::no_output_left(tmp / "x"));
+}

@@ -7,86 +7,23 @@
 #include <regex>
 
 #include "ming/adapt/adapter_io.h"
+#include "ming/bench/bench.h"
 #include "ming/gen/generate.h"
 #include "ming/io/json.h"
 #include "ming/io/safetensors.h"
 #include "ming/model/llama2c.h"
 #include "ming/model/load.h"
+#include "ming/train/memory_plan.h"
 #include "ming/train/trainer.h"
 #include "support.h"
+#include "train_fixture.h"
 
 using namespace ming;
+using ming::test::Fixture;
+using ming::test::losses;
 using ming::test::TempDir;
+using ming::test::train_cmd;
 namespace fs = std::filesystem;
-
-namespace {
-
-// stories260K as a HF folder plus two tiny datasets in two formats.
-struct Fixture {
-  TempDir dir{"ming-train"};
-  fs::path model = dir / "stories260K";
-  fs::path alpaca = dir / "alpaca.jsonl";
-  fs::path sharegpt = dir / "sharegpt.jsonl";
-
-  Fixture() {
-    model::Llama2cImportOptions import;
-    import.checkpoint = test::data_dir() / "models/stories260K.bin";
-    import.tokenizer = test::data_dir() / "models/tok512.bin";
-    import.output = model;
-    model::import_llama2c(import);
-    std::string a, s;
-    const char* names[] = {"Tom", "Lily", "Ben", "Sue", "Max", "Amy"};
-    for (int i = 0; i < 24; ++i) {
-      std::string n = names[i % 6];
-      a += io::Json{{"instruction", "Who has the red ball?"},
-                    {"input", n + " has a red ball."},
-                    {"output", "The red ball belongs to " + n + "."}}
-               .dump() +
-           "\n";
-      s +=
-          io::Json{{"conversations",
-                    {{{"from", "human"}, {"value", "What is the dog called?"}},
-                     {{"from", "gpt"}, {"value", "The dog is called " + n + " and it is happy."}}}}}
-              .dump() +
-          "\n";
-    }
-    test::write_text(alpaca, a);
-    test::write_text(sharegpt, s);
-  }
-
-  std::string config(const fs::path& out, const std::string& extra = "") const {
-    fs::path path = out.string() + ".yaml";
-    test::write_text(path, "model_name_or_path: " + model.string() + "\n" +
-                               "output_dir: " + out.string() + "\n" +
-                               "finetuning_type: molora\n"
-                               "lora_rank: 4\nlora_alpha: 8\nlora_dropout: 0.0\n"
-                               "moe: {experts: 4, top_k: 2, lora_rank: 4, lora_alpha: 8}\n"
-                               "dataset:\n  - {path: " +
-                               alpaca.string() +
-                               ", format: alpaca}\n  - {path: " + sharegpt.string() +
-                               ", format: sharegpt}\n"
-                               "template: raw\nmask: assistant\ncutoff_len: 64\n"
-                               "learning_rate: 0.01\nmax_steps: 12\nwarmup_steps: 1\n"
-                               "per_device_train_batch_size: 4\nlogging_steps: 1\n"
-                               "save_steps: 0\nthreads: 1\nbf16: false\n" +
-                               extra);
-    return path.string();
-  }
-};
-
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  io::for_each_jsonl(metrics, [&](const io::Json& r, int64_t) {
-    if (r.contains("loss")) out.push_back(r["loss"].get<double>());
-  });
-  return out;
-}
-
-std::string train_cmd(const std::string& config, const std::string& extra = "") {
-  return test::tool("ming-train").string() + " --config " + config + " " + extra;
-}
-
-}  // namespace
 
 TEST_CASE("train: the learning rate warms up linearly, then follows the schedule to zero") {
   CHECK(train::scheduled_lr("cosine", 1.0, 0, 10, 2) == doctest::Approx(0.5));
@@ -106,6 +43,9 @@ TEST_CASE("train: MoLoRA on a mix of two formats lowers the loss, reloads and ch
   CHECK(result.steps == 30);
   auto l = losses(out / "metrics.jsonl");
   REQUIRE(l.size() == 30);
+  io::for_each_jsonl(out / "metrics.jsonl", [&](const io::Json& r, int64_t) {
+    if (r.contains("loss")) CHECK(r.at("peak_memory_bytes").get<double>() > 1e6);
+  });
   double first = (l[0] + l[1] + l[2]) / 3, last = (l[27] + l[28] + l[29]) / 3;
   CHECK(last < 0.7 * first);
   CHECK(fs::exists(out / "adapter_config.json"));
@@ -244,4 +184,38 @@ TEST_CASE("train: an unreadable JSONL line is named by file and line") {
   auto skip = test::run_command(train_cmd(f.config(out), "--set max_steps=1"));
   CHECK(skip.exit_code == 0);
   CHECK(skip.err.find(":25") != std::string::npos);
+}
+
+TEST_CASE("train: --plan predicts memory from config.json alone and finds the batch that fits") {
+  test::TempDir dir;
+  const fs::path model = dir / "model";
+  fs::create_directories(model);
+  auto shape = bench::model_shape("qwen2-0.5b");
+  test::write_text(model / "config.json", shape.to_json().dump());
+  const std::string config = (dir / "plan.yaml").string();
+  test::write_text(config, "model_name_or_path: " + model.string() +
+                               "\ndataset:\n  - {path: none.jsonl, format: alpaca}\n"
+                               "cutoff_len: 512\nper_device_train_batch_size: 4\n");
+  auto options = train::load_train_options(config, {});
+  auto plan = train::plan_memory(shape, options);
+  CHECK(plan.weights == doctest::Approx(2.0 * double(shape.parameter_count())));
+  CHECK(plan.trainable_parameters > 50'000'000);  // MING-MOE's layout on 24 layers
+  options.gradient_checkpointing = false;
+  auto plain = train::plan_memory(shape, options);
+  CHECK(plain.activations > 3 * plan.activations);
+  options.gradient_checkpointing = true;
+  const int64_t fits = train::largest_batch(shape, options, 20e9);
+  REQUIRE(fits > 4);
+  options.per_device_train_batch_size = fits;
+  CHECK(train::plan_memory(shape, options).total() <= 20e9);
+  options.per_device_train_batch_size = fits + 1;
+  CHECK(train::plan_memory(shape, options).total() > 20e9);
+  CHECK(train::largest_batch(shape, options, 1e9) == 0);  // the weights alone do not fit
+
+  auto r = test::run_command(train_cmd(config, "--plan --plan-memory 20GB"));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("predicted peak") != std::string::npos);
+  CHECK(r.out.find("largest per-device batch within 20.00 GB: " + std::to_string(fits)) !=
+        std::string::npos);
+  CHECK(test::run_command(train_cmd(config, "--plan --plan-memory lots")).exit_code == 2);
 }

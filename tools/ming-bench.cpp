@@ -8,10 +8,13 @@
 // At start-up it measures the GEMM throughput (bf16 and fp32, a matmul shaped like the model's
 // MLP projection) and the memory copy bandwidth; every row then reports model FLOPs utilisation
 // for prefill and training and the fraction of the bandwidth bound for decode (FLOP and byte
-// counting in ming/bench/bench.h). Rates are tokens/s over the whole batch: the best rep and the
-// spread (± stddev, min–max) over --reps after one untimed warm-up. Time ratios compare each
-// configuration with the "none" row of the same run. The table goes to stdout (or one JSON object
-// with --json); progress to stderr. Exit status 2 for bad flags or an unreadable model/adapter.
+// counting in ming/bench/bench.h). Rates are tokens/s over the whole batch: the median rep and the
+// spread (± stddev; min, max and best in --json) over --reps after one untimed warm-up. Time
+// ratios (of medians) compare each configuration with the "none" row of the same run, and with
+// --recompute both the recomputed training step with the plain one. Training rows also give the
+// step's peak memory (RSS on the CPU, peak allocated on CUDA; its split in --json). The table goes
+// to stdout (or one JSON object with --json); progress to stderr. Exit status 2 for bad flags or an
+// unreadable model/adapter.
 #include <unistd.h>
 #include <algorithm>
 #include <cstdio>
@@ -23,6 +26,7 @@
 #include <ming/bench/bench.h>
 #include <ming/core/error.h>
 #include <ming/core/log.h>
+#include <ming/core/memory.h>
 #include <ming/core/runtime.h>
 #include <ming/model/load.h>
 
@@ -50,7 +54,11 @@ std::string load_average() {
 
 std::string rate(const bench::Stat& s) {
   if (s.empty()) return "-";
-  return fmt::format("{:.1f} ± {:.1f}", s.best(), s.stddev);
+  return fmt::format("{:.1f} ± {:.1f}", s.median, s.stddev);
+}
+
+std::string memory(const bench::TrainMemory& m) {
+  return m.peak > 0 ? format_bytes(m.peak) : "-";
 }
 
 std::string percent(const bench::Stat& s, double fraction) {
@@ -166,7 +174,7 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
     if (r.adapter == "none" && !base) base = &r;
   auto time_ratio = [](const bench::Stat& base, const bench::Stat& s) -> std::optional<double> {
     if (base.empty() || s.empty()) return std::nullopt;
-    return base.best() / s.best();
+    return base.median / s.median;
   };
   for (auto& r : rows) {
     if (base && &r != base) {
@@ -207,8 +215,9 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
              limits.gemm_m, limits.gemm_k, limits.gemm_n, limits.gemm_bf16_flops / 1e12,
              limits.gemm_fp32_flops / 1e12, limits.copy_bandwidth / 1e9);
   const auto line = [](const std::vector<std::string>& cells) {
-    // Widths of: adapter, moe, trainable, pp, MFU, x base, tg, bound, x base, train, MFU, x sparse
-    static const int widths[] = {-16, -6, 10, 18, 6, 7, 16, 6, 7, 16, 6, 8};
+    // Widths of: adapter, moe, trainable, pp, MFU, x base, tg, bound, x base, train, MFU,
+    // x sparse, peak memory, train without recomputation, MFU, its peak, x recompute
+    static const int widths[] = {-16, -6, 10, 18, 6, 7, 16, 6, 7, 16, 6, 8, 9, 16, 6, 9, 6};
     std::string out = "|";
     for (size_t i = 0; i < cells.size(); ++i)
       out += widths[i] < 0 ? fmt::format(" {:<{}} |", cells[i], -widths[i])
@@ -217,12 +226,15 @@ void run(Flags& f, const cli::RuntimeFlags& rf) {
   };
   line({"adapter", "moe", "trainable", fmt::format("pp{} tok/s", f.bench.prompt), "MFU", "x base",
         fmt::format("tg{} tok/s", f.bench.generate), "bound", "x base",
-        fmt::format("train{} tok/s", f.bench.train_tokens), "MFU", "x sparse"});
+        fmt::format("train{} tok/s", f.bench.train_tokens), "MFU", "x sparse", "peak",
+        "no-recompute tok/s", "MFU", "peak", "x rec"});
   for (const auto& r : rows)
     line({r.adapter, r.mixture, std::to_string(r.trainable_parameters), rate(r.prefill),
           percent(r.prefill, r.prefill_mfu), ratio(r.prefill_vs_base), rate(r.decode),
           percent(r.decode, r.decode_bound_fraction), ratio(r.decode_vs_base), rate(r.train),
-          percent(r.train, r.train_mfu), ratio(r.train_vs_sparse)});
+          percent(r.train, r.train_mfu), ratio(r.train_vs_sparse), memory(r.train_memory),
+          rate(r.train_plain), percent(r.train_plain, r.train_plain_mfu),
+          memory(r.train_plain_memory), ratio(r.recompute_vs_plain)});
 }
 
 }  // namespace
@@ -253,6 +265,10 @@ int main(int argc, char** argv) {
                  "training sequence length (batch = --train / --train-seq)")
       ->capture_default_str();
   app.add_option("--reps,-r", f.bench.reps, "timed repetitions after one warm-up")
+      ->capture_default_str();
+  app.add_option("--recompute", f.bench.recompute,
+                 "training with activation recomputation: on | off | both (interleaved reps, "
+                 "compared in the table)")
       ->capture_default_str();
   app.add_option("--reference", f.reference,
                  "MoLoRA path: sparse (ming) | dense (MING-MOE: every expert on every token) | "

@@ -5,10 +5,12 @@
 //   ming-merge merge   --base qwen --adapter run/adapter -o merged [--experts-to-dense usage ...]
 //   ming-merge combine --adapters a,b --weights 1,0.5 --method svd --rank 16 -o ab
 //   ming-merge upcycle --adapters qa,ner,dialog --top-k 2 -o moe-init
-//   ming-merge prune   --adapter run/adapter --route-stats stats/route_stats.json --threshold 0.02
-//   -o pruned ming-merge convert --from llama2c --checkpoint stories260K.bin --tokenizer tok512.bin
-//   -o model ming-merge convert --from ming-moe --adapter MING-MOE-7B -o ming-adapter ming-merge
-//   convert --to peft --adapter run/adapter -o peft-adapter
+//   ming-merge upcycle --from-lora run/lora --experts 8 -o moe-init
+//   ming-merge prune   --adapter run/adapter --route-stats stats/route_stats.json -o pruned
+//   ming-merge convert --from llama2c --checkpoint stories260K.bin --tokenizer tok512.bin -o model
+//   ming-merge convert --from ming-moe --adapter MING-MOE-7B -o ming-adapter
+//   ming-merge convert --to peft --adapter run/adapter -o peft-adapter
+//   ming-merge convert --to ming-moe --adapter run/molora --base qwen -o release
 #include <iostream>
 
 #include <ming/adapt/combine.h>
@@ -115,15 +117,21 @@ struct UpcycleFlags {
 CLI::App* add_upcycle(CLI::App& app, UpcycleFlags& f) {
   auto* c = app.add_subcommand("upcycle", "build a MoLoRA adapter whose experts are LoRA adapters");
   auto& o = f.options;
-  c->add_option("--adapters", f.adapters, "adapter folders: expert i = adapter i")
-      ->required()
-      ->delimiter(',');
+  auto* adapters = c->add_option("--adapters", f.adapters, "adapter folders: expert i = adapter i")
+                       ->delimiter(',');
+  auto* from_lora = c->add_option("--from-lora", o.from_lora,
+                                  "one LoRA adapter copied into every expert (routers fresh)")
+                        ->excludes(adapters);
+  c->add_option("--experts", o.experts, "with --from-lora: number of experts")
+      ->capture_default_str()
+      ->needs(from_lora);
   c->add_option("--targets", o.targets, "projections that become MoLoRA layers")
       ->delimiter(',')
       ->capture_default_str();
   c->add_option("--top-k", o.top_k, "experts per token")->capture_default_str();
-  c->add_option("--others", o.others, "other projections: mean (exact average dW) | first | drop")
-      ->capture_default_str();
+  c->add_option("--others", o.others,
+                "other projections: mean (exact average dW; default for --adapters) | first "
+                "(default for --from-lora) | drop");
   c->add_flag("--no-router-bias", f.no_router_bias, "router without bias (MING has one)");
   c->add_option("--seed", o.seed, "router initialisation")->capture_default_str();
   c->add_option("-o,--output", o.output, "output adapter folder")->required();
@@ -132,6 +140,8 @@ CLI::App* add_upcycle(CLI::App& app, UpcycleFlags& f) {
 
 void run_upcycle(const UpcycleFlags& f) {
   auto o = f.options;
+  if (f.adapters.empty() && o.from_lora.empty())
+    fail_usage("upcycle: give --adapters A,B,... or --from-lora DIR");
   o.adapters.assign(f.adapters.begin(), f.adapters.end());
   o.router_bias = !f.no_router_bias;
   ming::adapt::upcycle(o);
@@ -176,29 +186,40 @@ void run_prune(const PruneFlags& f) {
 struct ConvertFlags {
   std::string from, to, tokenizer, adapter;
   ming::model::Llama2cImportOptions llama2c;
-  int64_t top_k = 2;
+  int64_t top_k = 0;
+  std::string dtype = "fp32";
+  std::filesystem::path base;
 };
 
 CLI::App* add_convert(CLI::App& app, ConvertFlags& f) {
   auto* c = app.add_subcommand("convert", "convert checkpoints and adapters between formats");
   c->add_option("--from", f.from, "source format: llama2c (model) | ming-moe (adapter)")
       ->check(CLI::IsMember({"llama2c", "ming-moe"}));
-  c->add_option("--to", f.to, "target format for --adapter: peft (LoRA parts only)")
-      ->check(CLI::IsMember({"peft"}));
+  c->add_option("--to", f.to,
+                "target format for --adapter: peft (LoRA parts only) | ming-moe (MING-MOE's "
+                "release files)")
+      ->check(CLI::IsMember({"peft", "ming-moe"}));
+  c->add_option("--dtype", f.dtype,
+                "--to ming-moe: tensor dtype, fp32 (lossless) | bf16 (MING-MOE's training "
+                "dtype) | fp16")
+      ->capture_default_str();
+  c->add_option("--base", f.base,
+                "--to ming-moe: base model folder whose config.json the release's extends "
+                "(default: the adapter's base_model_name_or_path when it is a folder)");
   c->add_option("--checkpoint", f.llama2c.checkpoint, "llama2.c checkpoint (e.g. stories260K.bin)")
       ->check(CLI::ExistingFile);
   c->add_option("--tokenizer", f.tokenizer, "llama2.c tokenizer.bin (e.g. tok512.bin)")
       ->check(CLI::ExistingFile);
   c->add_option("--adapter", f.adapter, "adapter folder (--from ming-moe, --to peft)");
-  c->add_option("--top-k", f.top_k, "MING-MOE experts per token (not stored in its files)")
-      ->capture_default_str();
+  c->add_option("--top-k", f.top_k,
+                "MING-MOE experts per token (default: the release's config.json, else 2)");
   c->add_option("-o,--output", f.llama2c.output, "output folder")->required();
   return c;
 }
 
 void run_convert(ConvertFlags& f) {
   if (f.from.empty() == f.to.empty())
-    fail_usage("convert: give exactly one of --from llama2c|ming-moe or --to peft");
+    fail_usage("convert: give exactly one of --from llama2c|ming-moe or --to peft|ming-moe");
   if (f.from == "llama2c") {
     // A llama2.c "tinyllamas" checkpoint -> HF LLaMA folder.
     if (f.llama2c.checkpoint.empty())
@@ -217,6 +238,10 @@ void run_convert(ConvertFlags& f) {
     if (r.input_format != "ming-moe")
       ming::log::warn("convert --from ming-moe: '{}' is a {} adapter, not a MING-MOE release",
                       f.adapter, r.input_format);
+  } else if (f.to == "ming-moe") {
+    o.ming_moe_dtype = ming::parse_dtype(f.dtype);
+    o.base_config = f.base;
+    ming::adapt::convert_to_ming_moe(o);
   } else {
     ming::adapt::convert_to_peft(o);
   }

@@ -260,10 +260,43 @@ struct FileTensor {
   std::string file;
 };
 
+// k of a MING-MOE release: the flag, else config.json's num_experts_per_token (the reference's
+// builder reads it from there, with 2 as the released models' value), with a log line saying
+// which. config.json's num_experts must agree with the experts found in the tensors.
+int64_t ming_moe_top_k(const fs::path& dir, int64_t flag, int64_t experts) {
+  const fs::path config = dir / "config.json";
+  Json j = fs::exists(config) ? io::read_json(config) : Json::object();
+  if (j.contains("num_experts") && j["num_experts"].is_number_integer() &&
+      j["num_experts"].get<int64_t>() != experts)
+    fail_usage("{}: num_experts {} but the adapter's tensors hold {} experts", config.string(),
+               j["num_experts"].get<int64_t>(), experts);
+  std::optional<int64_t> from_file;
+  if (j.contains("num_experts_per_token")) {
+    if (!j["num_experts_per_token"].is_number_integer() ||
+        j["num_experts_per_token"].get<int64_t>() < 1)
+      fail_usage("{}: num_experts_per_token: expected a positive integer", config.string());
+    from_file = j["num_experts_per_token"].get<int64_t>();
+  }
+  if (flag > 0) {
+    log::info("adapter '{}': MING-MOE top-k {} from the flag{}", dir.string(), flag,
+              from_file ? fmt::format(" (its config.json says {})", *from_file)
+                        : std::string(" (its config.json has no num_experts_per_token)"));
+    return flag;
+  }
+  if (from_file) {
+    log::info("adapter '{}': MING-MOE top-k {} from config.json num_experts_per_token",
+              dir.string(), *from_file);
+    return *from_file;
+  }
+  log::info("adapter '{}': MING-MOE top-k 2, the released models' value ({})", dir.string(),
+            fs::exists(config) ? "config.json has no num_experts_per_token" : "no config.json");
+  return 2;
+}
+
 // A MoLoRA group derived from MING-MOE tensor names, or nullopt when there are none.
 std::optional<TargetGroup> derive_moe_group(const std::map<std::string, FileTensor>& tensors,
-                                            const AdapterConfig& peft, int64_t top_k,
-                                            const std::string& where) {
+                                            const AdapterConfig& peft, const fs::path& dir,
+                                            int64_t top_k_flag, const std::string& where) {
   static const std::regex expert_a(R"(^base_model\.model\.(.+)\.experts\.(\d+)\.lora_A\.weight$)");
   std::map<std::string, int64_t> experts;  // module -> max index + 1
   int64_t r = -1;
@@ -282,7 +315,7 @@ std::optional<TargetGroup> derive_moe_group(const std::map<std::string, FileTens
   g.alpha = peft.groups.front().alpha;
   g.dropout = 0.0;
   g.use_rslora = peft.groups.front().use_rslora;
-  g.top_k = std::min(top_k, g.experts);
+  g.top_k = std::min(ming_moe_top_k(dir, top_k_flag, g.experts), g.experts);
   g.router_bias = false;
   std::set<std::string> leaves;
   for (const auto& [module, n] : experts) {
@@ -390,12 +423,10 @@ LoadedAdapter load_adapter(torch::nn::Module& module, const fs::path& dir,
     fail_usage("'{}': no adapter tensors ({} missing or empty)", dir.string(), kAdapterWeightsFile);
 
   if (!has_moe_block) {
-    if (auto g = derive_moe_group(tensors, result.config, options.ming_moe_top_k,
+    if (auto g = derive_moe_group(tensors, result.config, dir, options.ming_moe_top_k,
                                   config_path.string())) {
-      log::info(
-          "adapter '{}': MING-MOE format, {} experts (top-{}; k is not recorded in the "
-          "files), r {}, targets {}",
-          dir.string(), g->experts, g->top_k, g->r, fmt::join(g->targets, ","));
+      log::info("adapter '{}': MING-MOE format, {} experts, top-{}, r {}, targets {}", dir.string(),
+                g->experts, g->top_k, g->r, fmt::join(g->targets, ","));
       result.config.groups.insert(result.config.groups.begin(), *g);
       result.format = "ming-moe";
       // PEFT's group may list only MoLoRA projections (then it is dropped), or a mix.

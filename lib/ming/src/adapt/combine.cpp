@@ -458,7 +458,17 @@ CombineReport combine(const CombineOptions& o) {
 
 // ---- upcycle ------------------------------------------------------------------------------------
 
-UpcycleReport upcycle(const UpcycleOptions& o) {
+UpcycleReport upcycle(const UpcycleOptions& options) {
+  UpcycleOptions o = options;
+  if (!o.from_lora.empty()) {
+    if (!o.adapters.empty()) fail_usage("upcycle: give --adapters or --from-lora, not both");
+    if (o.experts < 2)
+      fail_usage("upcycle --from-lora: --experts {} must be >= 2 (a router needs a choice)",
+                 o.experts);
+    o.adapters.assign(static_cast<size_t>(o.experts), o.from_lora);
+    if (o.others.empty()) o.others = "first";  // the LoRA itself, at its own rank
+  }
+  if (o.others.empty()) o.others = "mean";
   const int64_t n = int64_t(o.adapters.size());
   if (n < 2) fail_usage("upcycle: needs at least 2 --adapters (one per expert), got {}", n);
   if (o.output.empty()) fail_usage("upcycle: no output folder (-o)");
@@ -592,9 +602,11 @@ UpcycleReport upcycle(const UpcycleOptions& o) {
         "upcycle: {} (projection, adapter) pairs had no LoRA and start as fresh no-op experts",
         n_fresh);
   log::info(
-      "upcycle: {} adapters -> '{}': {} MoLoRA projections ({} experts, top-{}, r {}), {} "
-      "plain LoRA projections ({})",
-      n, o.output.string(), report.n_molora, n, o.top_k, rank, report.n_lora, o.others);
+      "upcycle: {} -> '{}': {} MoLoRA projections ({} experts, top-{}, r {}), {} plain LoRA "
+      "projections ({})",
+      o.from_lora.empty() ? fmt::format("{} adapters", n)
+                          : fmt::format("'{}' in every expert", o.from_lora.string()),
+      o.output.string(), report.n_molora, n, o.top_k, rank, report.n_lora, o.others);
   return report;
 }
 

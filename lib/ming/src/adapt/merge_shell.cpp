@@ -8,6 +8,7 @@
 
 #include "ming/core/error.h"
 #include "ming/core/log.h"
+#include "ming/io/files.h"
 #include "ming/io/json.h"
 #include "ming/io/safetensors.h"
 
@@ -188,29 +189,19 @@ ConvertReport convert_to_ming(const ConvertAdapterOptions& options) {
   return report;
 }
 
-ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
-  LoadAdapterOptions load;
-  load.ming_moe_top_k = options.ming_moe_top_k;
-  auto shell = load_adapter_shell(options.input, load);
-  ConvertReport report;
-  report.input_format = shell.adapter.format;
+namespace {
 
-  const auto moe = molora_adapters(shell.adapter);
-  report.n_molora_dropped = int64_t(moe.size());
-  if (!moe.empty()) {
-    log::warn(
-        "convert --to peft: dropping the MoLoRA experts and routers of {} projections "
-        "(e.g. {}); PEFT cannot represent them. Use `ming-merge merge` to keep them.",
-        moe.size(), moe.front().first);
-    for (auto& item : shell.module->named_modules("", true))
-      if (auto* p = dynamic_cast<model::ProjectionImpl*>(item.value().get()))
-        if (std::dynamic_pointer_cast<MoloraAdapter>(p->adapter())) p->set_adapter(nullptr);
-  }
+// Detaches the MoLoRA adapters from the shell's projections and returns the one PEFT config
+// that describes the plain-LoRA rest exactly. `what` names the operation in messages.
+AdapterConfig detach_to_peft(AdapterShell& shell, const std::string& what, int64_t* n_lora) {
+  for (auto& item : shell.module->named_modules("", true))
+    if (auto* p = dynamic_cast<model::ProjectionImpl*>(item.value().get()))
+      if (std::dynamic_pointer_cast<MoloraAdapter>(p->adapter())) p->set_adapter(nullptr);
   const auto loras = lora_adapters(shell.adapter);
   if (loras.empty())
-    fail_usage("convert --to peft: '{}' has no plain-LoRA part to write (only MoLoRA experts)",
-               options.input.string());
-  report.n_lora = int64_t(loras.size());
+    fail_usage("{}: '{}' has no plain-LoRA part to write (only MoLoRA experts)", what,
+               shell.dir.string());
+  *n_lora = int64_t(loras.size());
 
   // One PEFT config: the first plain group's r/alpha/dropout at the top, per-module r and alpha
   // through exact-path patterns wherever a module differs (rsLoRA folded into alpha).
@@ -229,9 +220,9 @@ ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
     }
     if (g.dropout != first->dropout)
       log::warn(
-          "convert --to peft: group '{}' has lora_dropout {}, written as {} (PEFT keeps one; "
-          "dropout only matters in training)",
-          g.name, g.dropout, first->dropout);
+          "{}: group '{}' has lora_dropout {}, written as {} (PEFT keeps one; dropout only "
+          "matters in training)",
+          what, g.name, g.dropout, first->dropout);
     for (const auto& t : g.targets)
       if (std::find(merged.targets.begin(), merged.targets.end(), t) == merged.targets.end())
         merged.targets.push_back(t);
@@ -248,13 +239,132 @@ ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
       out.alpha_pattern.emplace_back(exact_pattern_key(path), alpha);
   }
   out.groups.push_back(merged);
-  const auto json = adapter_config_json(out, shell.adapter.base_model_name_or_path);
-  TORCH_INTERNAL_ASSERT(!json.contains("moe"), "PEFT config still needs ming's moe block");
+  TORCH_INTERNAL_ASSERT(!adapter_config_json(out, "").contains("moe"),
+                        "PEFT config still needs ming's moe block");
+  return out;
+}
+
+}  // namespace
+
+ConvertReport convert_to_peft(const ConvertAdapterOptions& options) {
+  LoadAdapterOptions load;
+  load.ming_moe_top_k = options.ming_moe_top_k;
+  auto shell = load_adapter_shell(options.input, load);
+  ConvertReport report;
+  report.input_format = shell.adapter.format;
+
+  const auto moe = molora_adapters(shell.adapter);
+  report.n_molora_dropped = int64_t(moe.size());
+  if (!moe.empty())
+    log::warn(
+        "convert --to peft: dropping the MoLoRA experts and routers of {} projections "
+        "(e.g. {}); PEFT cannot represent them. Use `ming-merge merge` to keep them.",
+        moe.size(), moe.front().first);
+  const AdapterConfig out = detach_to_peft(shell, "convert --to peft", &report.n_lora);
   save_adapter(options.output, *shell.module, out, shell.adapter.base_model_name_or_path,
                options.replace);
   log::info("convert: {} adapter '{}' -> PEFT '{}' ({} LoRA projections{})", report.input_format,
             options.input.string(), options.output.string(), report.n_lora,
             moe.empty() ? "" : fmt::format(", {} MoLoRA projections dropped", moe.size()));
+  return report;
+}
+
+ConvertReport convert_to_ming_moe(const ConvertAdapterOptions& options) {
+  const std::string what = "convert --to ming-moe";
+  LoadAdapterOptions load;
+  load.ming_moe_top_k = options.ming_moe_top_k;
+  auto shell = load_adapter_shell(options.input, load);
+  ConvertReport report;
+  report.input_format = shell.adapter.format;
+  const auto moe = molora_adapters(shell.adapter);
+  if (moe.empty())
+    fail_usage("{}: '{}' has no MoLoRA experts (a plain LoRA adapter is written with --to peft)",
+               what, options.input.string());
+
+  // MING-MOE's files hold one expert count, k, rank, alpha and shared-expert switch for all
+  // MoLoRA projections, and the same r and alpha as the attention LoRA (its loader copies
+  // adapter_config.json's r / lora_alpha into the experts).
+  const MoloraOptions& mo = moe.front().second->options();
+  for (const auto& [path, m] : moe) {
+    const MoloraOptions& o = m->options();
+    if (o.experts != mo.experts || o.top_k != mo.top_k || o.r != mo.r || o.alpha != mo.alpha ||
+        o.router_bias != mo.router_bias || o.shared_expert != mo.shared_expert)
+      fail_usage(
+          "{}: '{}' and '{}' differ in experts, top_k, r, alpha, router_bias or shared_expert; "
+          "MING-MOE's format has one setting for all MoLoRA projections",
+          what, moe.front().first, path);
+    if (o.use_rslora)
+      fail_usage("{}: '{}' uses rsLoRA experts, which MING-MOE's loader scales as plain LoRA", what,
+                 path);
+  }
+
+  const torch::ScalarType dtype = options.ming_moe_dtype;
+  c10::Dict<std::string, torch::Tensor> non_lora;
+  auto put = [&](const std::string& path, const std::string& leaf, const torch::Tensor& t) {
+    non_lora.insert(adapter_key(path, leaf), t.detach().to(dtype).contiguous().clone());
+  };
+  for (const auto& [path, m] : moe) {
+    for (int64_t i = 0; i < mo.experts; ++i) {
+      put(path, fmt::format("experts.{}.lora_A_{}.weight", i, i), m->lora_A[i]);
+      put(path, fmt::format("experts.{}.lora_B_{}.weight", i, i), m->lora_B[i]);
+    }
+    put(path, "switch.weight", m->router_weight);
+    if (m->router_bias.defined()) put(path, "switch.bias", m->router_bias);
+    if (m->shared_A.defined()) {
+      put(path, "share_experts.lora_A.weight", m->shared_A);
+      put(path, "share_experts.lora_B.weight", m->shared_B);
+    }
+  }
+  report.n_molora_written = int64_t(moe.size());
+
+  const AdapterConfig peft = detach_to_peft(shell, what, &report.n_lora);
+  const TargetGroup& top = peft.groups.front();
+  if (top.r != mo.r || std::abs(top.alpha - mo.alpha) > 1e-12 * mo.alpha)
+    fail_usage(
+        "{}: the attention LoRA has r {} / alpha {} but the experts r {} / alpha {}; MING-MOE's "
+        "loader gives the experts adapter_config.json's r and lora_alpha",
+        what, top.r, top.alpha, mo.r, mo.alpha);
+
+  // config.json: the base model's (the reference saves model.config), plus its MoE fields.
+  nlohmann::json config = nlohmann::json::object();
+  fs::path base_config = options.base_config;
+  if (base_config.empty() && !shell.adapter.base_model_name_or_path.empty() &&
+      fs::is_regular_file(fs::path(shell.adapter.base_model_name_or_path) / "config.json"))
+    base_config = fs::path(shell.adapter.base_model_name_or_path) / "config.json";
+  if (!base_config.empty()) {
+    if (fs::is_directory(base_config)) base_config /= "config.json";
+    config = io::read_json(base_config);
+    if (!config.is_object())
+      fail_usage("{}: {}: expected a JSON object", what, base_config.string());
+  } else {
+    log::warn(
+        "{}: no base config.json (give --base DIR): config.json gets only the MoE fields, and "
+        "MING-MOE's own loader also wants the base model's (AutoConfig)",
+        what);
+  }
+  config["num_experts"] = mo.experts;
+  config["num_experts_per_token"] = mo.top_k;
+  config["share_expert"] = mo.shared_expert;
+  config["expert_selection"] = "top_k";
+  config["use_rslora"] = false;
+
+  io::NamedTensors attention;
+  for (auto& [k, t] : adapter_state(*shell.module))
+    attention.emplace_back(k, t.detach().to(dtype).contiguous());
+  io::StagedDir staged(options.output, options.replace);
+  io::write_json(staged / kAdapterConfigFile,
+                 adapter_config_json(peft, shell.adapter.base_model_name_or_path));
+  io::save_safetensors(staged / kAdapterWeightsFile, attention, {{"format", "pt"}});
+  const std::vector<char> pickled = torch::pickle_save(c10::IValue(non_lora));
+  io::write_file_atomic(staged / kMingNonLoraFile,
+                        std::string_view(pickled.data(), pickled.size()));
+  io::write_json(staged / "config.json", config);
+  staged.commit();
+  log::info(
+      "convert: {} adapter '{}' -> MING-MOE '{}' ({} LoRA, {} MoLoRA projections: {} experts, "
+      "top-{}, {})",
+      report.input_format, options.input.string(), options.output.string(), report.n_lora,
+      report.n_molora_written, mo.experts, mo.top_k, c10::toString(dtype));
   return report;
 }
 

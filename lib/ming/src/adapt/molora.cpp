@@ -5,6 +5,7 @@
 #include "adapt/low_rank_kernel.h"
 #include "ming/adapt/lora.h"
 #include "ming/core/error.h"
+#include "ming/model/recompute.h"
 
 namespace ming::adapt {
 
@@ -343,6 +344,9 @@ Tensor MoloraAdapter::forward(const Tensor& x, const Tensor& base) {
     context_->add_aux_loss(weighted, balance_value, z_value, want_balance, want_z);
   }
 
+  // A recomputed layer's re-run (model/recompute.h) routes exactly as its first run, already
+  // counted and recorded.
+  if (model::replaying()) return out.view(base.sizes());
   if (training && n_tokens > 0) {
     torch::NoGradGuard no_grad;
     auto flat = mask.defined() ? experts.index({mask}).reshape({-1}) : experts.reshape({-1});

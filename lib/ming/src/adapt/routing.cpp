@@ -1,6 +1,7 @@
 #include "ming/adapt/routing.h"
 
 #include "ming/core/error.h"
+#include "ming/model/recompute.h"
 
 namespace ming::adapt {
 
@@ -24,7 +25,16 @@ void MoeContext::set_token_mask(const torch::Tensor& mask) {
 
 void MoeContext::add_aux_loss(const torch::Tensor& weighted, double balance, double z_loss,
                               bool has_balance, bool has_z) {
-  aux_sum_ = aux_sum_.defined() ? aux_sum_ + weighted : weighted;
+  // Inside a recomputed layer the loss leaves through the layer's outputs; its re-run in the
+  // backward hands it over again, already counted.
+  if (model::replaying()) {
+    model::defer_region_loss(weighted, nullptr);
+    return;
+  }
+  auto accumulate = [this](const torch::Tensor& term) {
+    aux_sum_ = aux_sum_.defined() ? aux_sum_ + term : term;
+  };
+  if (!model::defer_region_loss(weighted, accumulate)) accumulate(weighted);
   ++aux_layers_;
   if (has_balance) balance_sum_ += balance, ++balance_layers_;
   if (has_z) z_sum_ += z_loss, ++z_layers_;

@@ -11,7 +11,9 @@
 #include "ming/adapt/lora.h"
 #include "ming/core/error.h"
 #include "ming/core/log.h"
+#include "ming/core/memory.h"
 #include "ming/gen/bench.h"
+#include "ming/train/loss.h"
 
 namespace ming::bench {
 
@@ -208,6 +210,10 @@ Stat Stat::of(std::vector<double> values) {
   double var = 0;
   for (double v : s.values) var += (v - s.mean) * (v - s.mean);
   s.stddev = s.values.size() > 1 ? std::sqrt(var / (n - 1)) : 0.0;
+  std::vector<double> sorted = s.values;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t mid = sorted.size() / 2;
+  s.median = sorted.size() % 2 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
   s.min = *std::min_element(s.values.begin(), s.values.end());
   s.max = *std::max_element(s.values.begin(), s.values.end());
   return s;
@@ -215,8 +221,8 @@ Stat Stat::of(std::vector<double> values) {
 
 nlohmann::json Stat::to_json() const {
   if (empty()) return nullptr;
-  return {{"best", best()}, {"mean", mean}, {"stddev", stddev},
-          {"min", min},     {"max", max},   {"reps", values}};
+  return {{"median", median}, {"best", best()}, {"mean", mean},  {"stddev", stddev},
+          {"min", min},       {"max", max},     {"reps", values}};
 }
 
 nlohmann::json MachineLimits::to_json() const {
@@ -295,6 +301,15 @@ double decode_weight_bytes(model::CausalLM& model) {
 
 // ---- one configuration -------------------------------------------------------------------------
 
+nlohmann::json TrainMemory::to_json() const {
+  if (peak <= 0) return nullptr;
+  return {{"peak_bytes", peak},
+          {"weights_bytes", weights},
+          {"trainable_state_bytes", trainable_state},
+          {"activations_bytes", activations},
+          {"other_bytes", other}};
+}
+
 nlohmann::json BenchRow::to_json() const {
   auto opt = [](const std::optional<double>& v) -> nlohmann::json {
     return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
@@ -306,15 +321,21 @@ nlohmann::json BenchRow::to_json() const {
       {"prefill_tokens_per_second", prefill.to_json()},
       {"decode_tokens_per_second", decode.to_json()},
       {"train_tokens_per_second", train.to_json()},
+      {"train_no_recompute_tokens_per_second", train_plain.to_json()},
+      {"train_memory", train_memory.to_json()},
+      {"train_no_recompute_memory", train_plain_memory.to_json()},
       {"prefill_mfu", prefill.empty() ? nlohmann::json(nullptr) : nlohmann::json(prefill_mfu)},
       {"train_mfu", train.empty() ? nlohmann::json(nullptr) : nlohmann::json(train_mfu)},
+      {"train_no_recompute_mfu",
+       train_plain.empty() ? nlohmann::json(nullptr) : nlohmann::json(train_plain_mfu)},
       {"decode_bound_tokens_per_second",
        decode.empty() ? nlohmann::json(nullptr) : nlohmann::json(decode_bound_tokens_per_second)},
       {"decode_bound_fraction",
        decode.empty() ? nlohmann::json(nullptr) : nlohmann::json(decode_bound_fraction)},
       {"prefill_time_vs_base", opt(prefill_vs_base)},
       {"decode_time_vs_base", opt(decode_vs_base)},
-      {"train_time_vs_sparse", opt(train_vs_sparse)}};
+      {"train_time_vs_sparse", opt(train_vs_sparse)},
+      {"recompute_time_vs_no_recompute", opt(recompute_vs_plain)}};
 }
 
 BenchRow bench_configuration(model::CausalLM& model, const std::vector<Tensor>& parameters,
@@ -363,11 +384,11 @@ BenchRow bench_configuration(model::CausalLM& model, const std::vector<Tensor>& 
     const double prefill_flops_per_token =
         base_forward_flops_per_token(config) + adapter_flops +
         head_flops_per_token(config) / static_cast<double>(o.prompt);
-    row.prefill_mfu = row.prefill.best() * prefill_flops_per_token / peak;
+    row.prefill_mfu = row.prefill.median * prefill_flops_per_token / peak;
     if (!row.decode.empty()) {
       row.decode_bound_tokens_per_second =
           o.batch * limits.copy_bandwidth / decode_weight_bytes(model);
-      row.decode_bound_fraction = row.decode.best() / row.decode_bound_tokens_per_second;
+      row.decode_bound_fraction = row.decode.median / row.decode_bound_tokens_per_second;
     }
   }
 
@@ -375,30 +396,69 @@ BenchRow bench_configuration(model::CausalLM& model, const std::vector<Tensor>& 
     const int64_t seq = std::min(o.train_seq, o.train_tokens);
     if (o.train_tokens % seq != 0)
       fail_usage("--train {} is not a multiple of --train-seq {}", o.train_tokens, seq);
+    if (o.recompute != "on" && o.recompute != "off" && o.recompute != "both")
+      fail_usage("--recompute must be on, off or both, got '{}'", o.recompute);
     const int64_t batch = o.train_tokens / seq;
+    const auto device = model->device();
     model->train();
     torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(o.learning_rate));
-    auto ids = torch::randint(config.vocab_size, {batch, seq + 1}, ids_options);
-    auto inputs = ids.narrow(1, 0, seq), targets = ids.narrow(1, 1, seq).reshape({-1});
-    std::vector<double> train;
-    for (int rep = -1; rep < o.reps; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto logits = model->forward(inputs);  // (B, T, V)
-      auto loss = torch::nn::functional::cross_entropy(
-          logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32), targets);
+    // Every position is labelled: the head runs on all of them, as in the FLOP count.
+    auto ids = torch::randint(config.vocab_size, {batch, seq}, ids_options);
+    const double targets = double(batch * (seq - 1));
+    auto step = [&](bool recompute) {
+      model::ForwardOptions fo;
+      fo.output = model::ForwardOutput::hidden;
+      fo.recompute = recompute;
+      auto loss = train::labelled_token_loss(model, model->forward(ids, fo), ids) / targets;
       if (context) loss = loss + context->take_aux_loss();
       loss.backward();
       optimizer.step();
       optimizer.zero_grad();
       if (context) context->take_load();
-      if (rep >= 0) train.push_back(o.train_tokens / seconds_since(t0));
+    };
+    std::vector<bool> modes;
+    if (o.recompute != "off") modes.push_back(true);
+    if (o.recompute != "on") modes.push_back(false);
+    std::vector<double> rates[2];
+    TrainMemory memory[2];
+    double trainable_bytes = 0, frozen_bytes = 0;
+    for (const auto& p : model->parameters())
+      (p.requires_grad() ? trainable_bytes : frozen_bytes) += double(p.numel() * p.element_size());
+    for (int rep = -1; rep < o.reps; ++rep) {
+      for (bool recompute : modes) {
+        // After the warm-up rep, gradients and AdamW moments exist: what a step adds on top of
+        // them is its activations and working buffers.
+        const double before = double(current_memory_bytes(device));
+        reset_peak_memory(device);
+        auto t0 = std::chrono::steady_clock::now();
+        step(recompute);
+        const double seconds = seconds_since(t0);
+        if (rep < 0) continue;
+        rates[recompute].push_back(o.train_tokens / seconds);
+        TrainMemory& m = memory[recompute];
+        const double peak = double(peak_memory_bytes(device));
+        if (peak > m.peak) {
+          m.peak = peak;
+          m.weights = frozen_bytes;
+          m.trainable_state = 4 * trainable_bytes;  // weights, gradients, two moments
+          m.activations = peak - before;
+          m.other = peak - m.weights - m.trainable_state - m.activations;
+        }
+      }
     }
     model->eval();
-    row.train = Stat::of(train);
     const double train_flops_per_token =
         2.0 * (base_forward_flops_per_token(config) + head_flops_per_token(config)) +
         3.0 * adapter_flops;
-    row.train_mfu = row.train.best() * train_flops_per_token / peak;
+    row.train = Stat::of(rates[1]);
+    row.train_plain = Stat::of(rates[0]);
+    row.train_memory = memory[1];
+    row.train_plain_memory = memory[0];
+    if (!row.train.empty()) row.train_mfu = row.train.median * train_flops_per_token / peak;
+    if (!row.train_plain.empty())
+      row.train_plain_mfu = row.train_plain.median * train_flops_per_token / peak;
+    if (!row.train.empty() && !row.train_plain.empty())
+      row.recompute_vs_plain = row.train_plain.median / row.train.median;
   }
   return row;
 }

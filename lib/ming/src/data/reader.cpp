@@ -6,6 +6,7 @@
 #include "ming/core/error.h"
 #include "ming/core/log.h"
 #include "ming/io/files.h"
+#include "ming/io/json.h"
 
 namespace ming::data {
 
@@ -334,9 +335,10 @@ Example parse_record(const Json& record, DataFormat format) {
 ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePolicy policy,
                          const RecordLayout* layout) {
   if (!fs::exists(path)) fail_usage("dataset '{}' does not exist", path.string());
-  std::string content = io::read_file(path);
+  // Mapped, not read: a record is only copied once it is known to be of a sane size.
+  const io::MappedFile content(path);
   // A UTF-8 byte order mark, as some Windows tools write it, is not part of the first record.
-  std::string_view s = content;
+  std::string_view s = content.view();
   if (s.size() >= 3 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
 
   ReadResult result;
@@ -368,11 +370,16 @@ ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePoli
   // One record (already split out of the file) -> an example or a bad-record report.
   auto take = [&](std::string_view text, int64_t line) {
     ++n_total;
+    if (text.size() > io::kMaxJsonLineBytes) {
+      add_bad(line,
+              fmt::format("a record longer than {} MiB (the limit)", io::kMaxJsonLineBytes >> 20));
+      return;
+    }
     Json record;
     try {
-      record = Json::parse(text.begin(), text.end());
-    } catch (const Json::parse_error& e) {
-      add_bad(line, fmt::format("invalid JSON: {}", e.what()));
+      record = io::parse_json(text, "record");
+    } catch (const UsageError& e) {
+      add_bad(line, e.what());
       return;
     }
     std::string origin = fmt::format("{}:{}", path.string(), line);
@@ -400,7 +407,16 @@ ReadResult read_examples(const fs::path& path, DataFormat format, BadExamplePoli
     int64_t line = 0;
     size_t pos = 0;
     while (pos < s.size()) {
-      size_t nl = s.find('\n', pos);
+      // The end of a line is looked for no further than the record limit, so that a huge line
+      // is refused at once (under BadExamplePolicy::stop) rather than after scanning all of it.
+      size_t nl = s.substr(pos, io::kMaxJsonLineBytes + 1).find('\n');
+      if (nl == std::string_view::npos && s.size() - pos > io::kMaxJsonLineBytes) {
+        take(s.substr(pos, io::kMaxJsonLineBytes + 1), ++line);  // refused as too long
+        nl = s.find('\n', pos);
+        pos = nl == std::string_view::npos ? s.size() : nl + 1;
+        continue;
+      }
+      if (nl != std::string_view::npos) nl += pos;
       std::string_view text =
           s.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
       pos = nl == std::string_view::npos ? s.size() : nl + 1;

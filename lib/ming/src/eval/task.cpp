@@ -13,6 +13,7 @@
 #include "ming/core/error.h"
 #include "ming/eval/promptcblue.h"
 #include "ming/io/csv.h"
+#include "ming/io/json.h"
 
 namespace ming::eval {
 
@@ -724,21 +725,11 @@ std::vector<RawRecord> read_raw_records(const TaskSpec& spec, const fs::path& pa
       out.push_back({static_cast<size_t>(row.line), std::move(row.fields)});
     return out;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::string line;
-  size_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (trim_ascii(line).empty()) continue;
-    json rec;
-    try {
-      rec = json::parse(line);
-    } catch (const json::parse_error& e) {
-      fail_usage("{}:{}: invalid JSON: {}", path.string(), n, e.what());
-    }
+  io::for_each_jsonl(path, [&](const json& rec, int64_t line) {
+    const size_t n = static_cast<size_t>(line);
     if (!rec.is_object()) fail_usage("{}:{}: expected a JSON object per line", path.string(), n);
-    out.push_back({n, std::move(rec)});
-  }
+    out.push_back({n, rec});
+  });
   return out;
 }
 

@@ -1,6 +1,8 @@
 #include "ming/io/files.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,12 +14,42 @@
 
 namespace ming::io {
 
-std::string read_file(const fs::path& path) {
+std::string read_file(const fs::path& path, uint64_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read '{}': {}", path.string(), std::strerror(errno));
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > max_bytes)
+    fail_usage("'{}' is {} MiB, more than the {} MiB this kind of file may have", path.string(),
+               size >> 20, max_bytes >> 20);
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+MappedFile::MappedFile(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot read '{}': {}", path.string(), std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("cannot read '{}': not a regular file", path.string());
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ > 0) {
+    data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data_ == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      data_ = nullptr;
+      fail("cannot map '{}': {}", path.string(), std::strerror(err));
+    }
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(data_, size_);
 }
 
 void write_file_atomic(const fs::path& path, std::string_view bytes) {

@@ -1,20 +1,79 @@
 #include "ming/io/json.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "ming/core/error.h"
 #include "ming/io/files.h"
 
 namespace ming::io {
+namespace {
+
+// The deepest nesting of arrays and objects in `text`, counting brackets outside strings; stops
+// early once past `limit`. Invalid text is left to the parser.
+int json_depth(std::string_view text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) break;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// Reads one line of at most `max_bytes` (without the newline); false at the end of the input.
+bool read_bounded_line(std::istream& in, std::string& line, size_t max_bytes,
+                       const std::string& where) {
+  line.clear();
+  std::streambuf* buffer = in.rdbuf();
+  for (;;) {
+    const int c = buffer->sbumpc();
+    if (c == std::char_traits<char>::eof()) return !line.empty();
+    if (c == '\n') return true;
+    if (line.size() >= max_bytes)
+      fail_usage("{}: a line longer than {} MiB (the limit for one JSON-lines record)", where,
+                 max_bytes >> 20);
+    line.push_back(static_cast<char>(c));
+  }
+}
+
+// Parses `text` into `out`, or says what is wrong with it (without naming the file).
+std::optional<std::string> parse_or_explain(std::string_view text, Json& out) {
+  if (json_depth(text, kMaxJsonDepth) > kMaxJsonDepth)
+    return fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth);
+  try {
+    out = Json::parse(text.begin(), text.end());
+  } catch (const Json::parse_error& e) {
+    return fmt::format("invalid JSON at byte {}: {}", e.byte, e.what());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Json parse_json(std::string_view text, const std::string& where) {
+  Json out;
+  if (auto problem = parse_or_explain(text, out)) fail_usage("{}: {}", where, *problem);
+  return out;
+}
 
 Json read_json(const std::filesystem::path& path) {
-  std::string text = read_file(path);
-  try {
-    return Json::parse(text);
-  } catch (const Json::parse_error& e) {
-    fail_usage("'{}': invalid JSON at byte {}: {}", path.string(), e.byte, e.what());
-  }
+  return parse_json(read_file(path, kMaxJsonFileBytes), "'" + path.string() + "'");
 }
 
 void write_json(const std::filesystem::path& path, const Json& value) {
@@ -33,19 +92,15 @@ void for_each_jsonl(const std::filesystem::path& path,
   }
   std::string line;
   int64_t line_number = 0;
-  while (std::getline(*in, line)) {
+  while (read_bounded_line(*in, line, kMaxJsonLineBytes,
+                           fmt::format("'{}' line {}", path.string(), line_number + 1))) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     Json record;
-    try {
-      record = Json::parse(line);
-    } catch (const Json::parse_error& e) {
-      std::string message = fmt::format("invalid JSON: {}", e.what());
-      if (on_bad_line) {
-        on_bad_line(line_number, message);
-        continue;
-      }
-      fail_usage("'{}' line {}: {}", path.string(), line_number, message);
+    if (auto problem = parse_or_explain(line, record)) {
+      if (!on_bad_line) fail_usage("'{}' line {}: {}", path.string(), line_number, *problem);
+      on_bad_line(line_number, *problem);
+      continue;
     }
     fn(record, line_number);
   }

@@ -14,6 +14,11 @@
 #include "ming/io/json.h"
 
 namespace ming::io {
+
+namespace {
+constexpr uint64_t kMaxHeaderBytes = 100000000;
+}  // namespace
+
 namespace fs = std::filesystem;
 
 torch::ScalarType safetensors_dtype(const std::string& name) {
@@ -29,17 +34,28 @@ torch::ScalarType safetensors_dtype(const std::string& name) {
 
 std::string safetensors_dtype_name(torch::ScalarType dtype) {
   switch (dtype) {
-    case torch::kBFloat16: return "BF16";
-    case torch::kHalf: return "F16";
-    case torch::kFloat32: return "F32";
-    case torch::kFloat64: return "F64";
-    case torch::kInt64: return "I64";
-    case torch::kInt32: return "I32";
-    case torch::kInt16: return "I16";
-    case torch::kInt8: return "I8";
-    case torch::kUInt8: return "U8";
-    case torch::kBool: return "BOOL";
-    default: fail("cannot store dtype {} in safetensors", c10::toString(dtype));
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kHalf:
+      return "F16";
+    case torch::kFloat32:
+      return "F32";
+    case torch::kFloat64:
+      return "F64";
+    case torch::kInt64:
+      return "I64";
+    case torch::kInt32:
+      return "I32";
+    case torch::kInt16:
+      return "I16";
+    case torch::kInt8:
+      return "I8";
+    case torch::kUInt8:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      fail("cannot store dtype {} in safetensors", c10::toString(dtype));
   }
 }
 
@@ -51,7 +67,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
 
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail_usage("cannot open '{}': {}", where, std::strerror(errno));
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     fail("cannot stat '{}': {}", where, std::strerror(errno));
@@ -73,14 +89,15 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > file_size - 8)
-    fail_usage("'{}': header length {} runs past the end of the file ({} bytes)", where,
-               header_len, file_size);
-  Json header;
-  try {
-    header = Json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const Json::parse_error& e) {
-    fail_usage("'{}': header is not valid JSON ({})", where, e.what());
-  }
+    fail_usage("'{}': header length {} runs past the end of the file ({} bytes)", where, header_len,
+               file_size);
+  // The format's own limit (safetensors refuses larger headers too).
+  if (header_len > kMaxHeaderBytes)
+    fail_usage("'{}': header length {} is more than the {} MB a safetensors header may have", where,
+               header_len, kMaxHeaderBytes / 1000000);
+  const Json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(bytes) + 8, header_len),
+                 "'" + where + "' header");
   if (!header.is_object()) fail_usage("'{}': header is not a JSON object", where);
   f->data_ = bytes + 8 + header_len;
   const uint64_t data_size = file_size - 8 - header_len;
@@ -109,11 +126,14 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
       bad(e.what());
     }
     if (!entry["shape"].is_array()) bad("shape is not an array");
+    // Sizes are multiplied with overflow checks: a wrapped product could match a tiny block.
     uint64_t numel = 1;
     for (const auto& d : entry["shape"]) {
       if (!d.is_number_unsigned()) bad("shape has a non-integer or negative dimension");
-      info.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
+        bad(fmt::format("shape [{}] has more elements than fit in 64 bits", entry["shape"].dump()));
+      info.shape.push_back(static_cast<int64_t>(dim));
     }
     const auto& off = entry["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
@@ -122,10 +142,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
     info.begin = off[0].get<uint64_t>();
     info.end = off[1].get<uint64_t>();
     if (info.begin > info.end || info.end > data_size)
-      bad(fmt::format("data_offsets [{}, {}] fall outside the data block of {} bytes (truncated "
+      bad(
+          fmt::format("data_offsets [{}, {}] fall outside the data block of {} bytes (truncated "
                       "file?)",
                       info.begin, info.end, data_size));
-    const uint64_t expected = numel * c10::elementSize(info.dtype);
+    uint64_t expected = 0;
+    if (__builtin_mul_overflow(numel, uint64_t{c10::elementSize(info.dtype)}, &expected))
+      bad(fmt::format("shape {} needs more bytes than fit in 64 bits", entry["shape"].dump()));
     if (info.end - info.begin != expected)
       bad(fmt::format("holds {} bytes but dtype {} and shape [{}] need {}", info.end - info.begin,
                       entry["dtype"].get<std::string>(), fmt::join(info.shape, ", "), expected));
@@ -177,7 +200,8 @@ TensorStore TensorStore::open(const fs::path& path) {
   fs::path index_path;
   fs::path single;
   if (fs::is_directory(path)) {
-    for (const char* name : {"model.safetensors.index.json", "adapter_model.safetensors.index.json"})
+    for (const char* name :
+         {"model.safetensors.index.json", "adapter_model.safetensors.index.json"})
       if (fs::exists(path / name)) index_path = path / name;
     for (const char* name : {"model.safetensors", "adapter_model.safetensors"})
       if (index_path.empty() && single.empty() && fs::exists(path / name)) single = path / name;
@@ -251,7 +275,8 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
   std::vector<torch::Tensor> cpu;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    if (header.contains(name)) fail("save_safetensors('{}'): duplicate tensor '{}'", path.string(), name);
+    if (header.contains(name))
+      fail("save_safetensors('{}'): duplicate tensor '{}'", path.string(), name);
     auto c = t.detach().to(torch::kCPU).contiguous();
     uint64_t n = c.numel() * c.element_size();
     header[name] = {{"dtype", safetensors_dtype_name(c.scalar_type())},
@@ -268,11 +293,13 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
   out.write(prefix);
   out.write(text);
   for (const auto& c : cpu)
-    out.write(std::string_view(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size()));
+    out.write(
+        std::string_view(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size()));
   out.commit();
 }
 
-void save_model_weights(const fs::path& dir, const NamedTensors& tensors, uint64_t max_shard_bytes) {
+void save_model_weights(const fs::path& dir, const NamedTensors& tensors,
+                        uint64_t max_shard_bytes) {
   uint64_t total = 0;
   for (const auto& [_, t] : tensors) total += t.numel() * t.element_size();
   fs::create_directories(dir);

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "ming/core/error.h"
+#include "ming/model/recompute.h"
 
 namespace ming::model {
 
@@ -82,26 +83,6 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     v = cache->values[layer].narrow(2, 0, past + T);
   }
   return o_proj(grouped_attention(q, k, v, allowed));
-}
-
-torch::Tensor grouped_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                const torch::Tensor& v, const torch::Tensor& allowed) {
-  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3);
-  const int64_t Hkv = k.size(1), S = k.size(2), G = H / Hkv;
-  TORCH_INTERNAL_ASSERT(H % Hkv == 0 && k.size(3) == hd);
-  // Group the query heads that share a kv head into one matrix per kv head, so K and V are
-  // used in place instead of being repeated G times: (B, Hkv, G*T, hd).
-  auto qg = q.view({B, T, Hkv, G, hd}).permute({0, 2, 3, 1, 4}).reshape({B, Hkv, G * T, hd});
-  auto scores = torch::matmul(qg, k.transpose(-1, -2));  // (B, Hkv, G*T, S)
-  // Softmax in fp32 (HF eager does the same); a fully masked row (a padding query) becomes
-  // uniform instead of NaN because the fill value is finite.
-  auto s32 = scores.to(torch::kFloat32).mul_(1.0 / std::sqrt(static_cast<double>(hd)));
-  s32 = s32.view({B, Hkv, G, T, S});
-  if (allowed.defined())
-    s32 = s32.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
-  auto probs = torch::softmax(s32, -1).to(q.scalar_type()).view({B, Hkv, G * T, S});
-  auto out = torch::matmul(probs, v);  // (B, Hkv, G*T, hd)
-  return out.view({B, Hkv, G, T, hd}).permute({0, 3, 1, 2, 4}).reshape({B, T, H * hd});
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, int64_t layer, const torch::TensorOptions& o) {
@@ -254,7 +235,21 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardOptio
 
   auto h = model->embed_tokens(ids);  // (B, T, D)
   auto [cos, sin] = rotary(positions, h.scalar_type());
-  for (auto& layer : model->layers) h = layer(h, cos, sin, allowed, o.cache);
+  const bool recompute = o.recompute && !o.cache && torch::GradMode::is_enabled();
+  for (auto& layer : model->layers) {
+    if (!recompute) {
+      h = layer(h, cos, sin, allowed, o.cache);
+      continue;
+    }
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : layer->parameters())
+      if (p.requires_grad()) trainable.push_back(p);
+    auto run_layer = [layer = layer.ptr(), cos = cos, sin = sin,
+                      allowed](const std::vector<torch::Tensor>& in) {
+      return std::vector<torch::Tensor>{layer->forward(in[0], cos, sin, allowed, nullptr)};
+    };
+    h = run_recomputed(run_layer, {h}, trainable)[0];
+  }
   if (o.cache) o.cache->length = S;
 
   if (o.output == ForwardOutput::logits_last) h = h.narrow(1, T - 1, 1);

@@ -1,3 +1,4 @@
+#include "ming/io/json.h"
 #include "ming/route/trace.h"
 
 #include <unistd.h>
@@ -295,9 +296,9 @@ RouteTraceReader::RouteTraceReader(fs::path path) : path_(std::move(path)) {
   read_exact(text.data(), length, "JSON header");
   json header;
   try {
-    header = json::parse(text);
-  } catch (const json::exception& e) {
-    corrupt(fmt::format("header is not valid JSON: {}", e.what()));
+    header = io::parse_json(text, "JSON header");
+  } catch (const UsageError& e) {
+    corrupt(e.what());
   }
   try {
     if (header.value("format", "") != "ming-route-trace")

@@ -7,6 +7,7 @@
 #include <shared_mutex>
 #include <sstream>
 
+#include "ming/io/json.h"
 #include "ming/core/error.h"
 #include "text/pair_merge.h"
 #include "text/unicode.h"
@@ -585,6 +586,8 @@ void parse_decoder(const json& j, const std::string& where, std::vector<DecoderS
   out.push_back(std::move(step));
 }
 
+constexpr TokenId kMaxVocabularyIds = 1 << 24;
+
 void add_merge(BpeSpec& spec, const std::string& left, const std::string& right, int32_t rank,
                const std::string& where) {
   auto a = spec.vocab.find(left), b = spec.vocab.find(right), m = spec.vocab.find(left + right);
@@ -597,6 +600,10 @@ void add_merge(BpeSpec& spec, const std::string& left, const std::string& right,
 void set_vocab(BpeSpec& spec, std::unordered_map<std::string, TokenId> vocab) {
   TokenId max_id = -1;
   for (const auto& [piece, id] : vocab) max_id = std::max(max_id, id);
+  // Ids index a table: a hostile id must not make it huge (real vocabularies: < 300k).
+  if (max_id >= kMaxVocabularyIds)
+    fail_usage("{}: token id {} is past the {} ids a vocabulary may have", spec.source, max_id,
+               kMaxVocabularyIds);
   spec.pieces.assign(static_cast<size_t>(max_id + 1), std::string());
   for (const auto& [piece, id] : vocab) spec.pieces[static_cast<size_t>(id)] = piece;
   spec.vocab = std::move(vocab);
@@ -608,8 +615,10 @@ std::unordered_map<std::string, TokenId> parse_vocab_object(const json& j,
   std::unordered_map<std::string, TokenId> vocab;
   vocab.reserve(j.size());
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      fail_usage("{}: vocab entry '{}' must map to a non-negative integer id", where, it.key());
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() >= kMaxVocabularyIds)
+      fail_usage("{}: vocab entry '{}' must map to an integer id in [0, {})", where, it.key(),
+                 kMaxVocabularyIds);
     vocab.emplace(it.key(), it.value().get<TokenId>());
   }
   return vocab;
@@ -644,8 +653,12 @@ BpeSpec bpe_spec_from_tokenizer_json(const json& j, const fs::path& path) {
       auto it = spec.vocab.find(unk->get<std::string>());
       if (it != spec.vocab.end()) spec.unk = it->second;
     }
+    const json& merges = model.at("merges");
+    if (merges.size() > spec.pieces.size())
+      fail_usage("{}: {} merges for {} vocabulary pieces (each merge makes a piece)", where,
+                 merges.size(), spec.pieces.size());
     int32_t rank = 0;
-    for (const auto& m : model.at("merges")) {
+    for (const auto& m : merges) {
       if (m.is_string()) {
         const std::string line = m.get<std::string>();
         const size_t space = line.find(' ', 1);
@@ -746,14 +759,7 @@ BpeSpec bpe_spec_from_vocab_merges(const fs::path& vocab_path, const fs::path& m
                                    Pretokenizer pretokenizer) {
   BpeSpec spec;
   spec.source = vocab_path.string();
-  std::ifstream vin(vocab_path);
-  if (!vin) fail_usage("cannot read {}", vocab_path.string());
-  json vj;
-  try {
-    vj = json::parse(vin);
-  } catch (const json::exception& e) {
-    fail_usage("{}: not valid JSON: {}", vocab_path.string(), e.what());
-  }
+  const json vj = io::read_json(vocab_path);
   set_vocab(spec, parse_vocab_object(vj, vocab_path.string()));
   std::ifstream min(merges_path);
   if (!min) fail_usage("cannot read {}", merges_path.string());
@@ -764,6 +770,10 @@ BpeSpec bpe_spec_from_vocab_merges(const fs::path& vocab_path, const fs::path& m
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
+    // Checked as the lines come: a hostile file is refused after reading no more than this.
+    if (static_cast<size_t>(rank) >= spec.pieces.size())
+      fail_usage("{}:{}: more merges than the {} vocabulary pieces (each merge makes a piece)",
+                 merges_path.string(), line_no, spec.pieces.size());
     const size_t space = line.find(' ', 1);
     if (space == std::string::npos)
       fail_usage("{}:{}: expected 'left right', got '{}'", merges_path.string(), line_no, line);

@@ -1,5 +1,6 @@
 // Chat templates rendered as segments. Each renderer reproduces the Hugging Face Jinja template of
 // its family character for character (see the comments), split at the points training masks need.
+#include "ming/io/json.h"
 #include "ming/text/chat_template.h"
 
 #include <fstream>
@@ -204,12 +205,7 @@ std::optional<ChatTemplateKind> kind_from_template_text(const std::string& t) {
 
 std::optional<nlohmann::json> read_json(const fs::path& path) {
   if (!fs::is_regular_file(path)) return std::nullopt;
-  std::ifstream in(path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail_usage("{}: not valid JSON: {}", path.string(), e.what());
-  }
+  return io::read_json(path);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ming/io/json.h"
 #include "ming/core/error.h"
 #include "ming/core/log.h"
 #include "ming/text/tokenizer.h"
@@ -39,13 +40,7 @@ namespace {
 
 std::optional<json> read_json_if_exists(const fs::path& path) {
   if (!fs::is_regular_file(path)) return std::nullopt;
-  std::ifstream in(path);
-  if (!in) fail_usage("cannot read {}", path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail_usage("{}: not valid JSON: {}", path.string(), e.what());
-  }
+  return io::read_json(path);
 }
 
 // "bos_token": "<s>" or {"content": "<s>", ...} or null.

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <regex>
 
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include "ming/adapt/adapter_io.h"
 #include "ming/core/error.h"
 #include "ming/core/log.h"
+#include "ming/core/memory.h"
 #include "ming/core/runtime.h"
 #include "ming/data/loader.h"
 #include "ming/io/files.h"
@@ -25,8 +27,10 @@
 #include "ming/train/distributed.h"
 #include "ming/train/eval_loss.h"
 #include "ming/train/llamafactory.h"
+#include "ming/train/loss.h"
 #include "ming/train/loss_plot.h"
 #include "ming/train/tensorboard.h"
+#include "train/checkpoint.h"
 
 namespace ming::train {
 namespace fs = std::filesystem;
@@ -107,26 +111,6 @@ void move_files_into(const fs::path& from, const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(from))
     fs::rename(entry.path(), dir / entry.path().filename());
   fs::remove_all(from);
-}
-
-// Sum of token losses (fp32) of one batch; labels are aligned with inputs, so position t
-// predicts label t + 1.
-torch::Tensor summed_token_loss(model::CausalLM& model, const data::Batch& batch,
-                                torch::Device device) {
-  auto ids = batch.input_ids.to(device);
-  model::ForwardOptions fwd;
-  fwd.attention_mask = batch.attention_mask.to(device);
-  fwd.position_ids = batch.position_ids.to(device);
-  if (batch.segment_ids.defined() && batch.segment_ids.max().item<int64_t>() > 1)
-    fwd.segment_ids = batch.segment_ids.to(device);
-  auto logits = model->forward(ids, fwd);                  // (B, T, V)
-  auto shifted = logits.narrow(1, 0, logits.size(1) - 1);  // (B, T-1, V)
-  auto targets = batch.labels.narrow(1, 1, batch.labels.size(1) - 1).to(device);
-  return torch::nn::functional::cross_entropy(
-      shifted.reshape({-1, shifted.size(-1)}).to(torch::kFloat32), targets.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions()
-          .ignore_index(data::kIgnoreIndex)
-          .reduction(torch::kSum));
 }
 
 // Router load across layers: mean coefficient of variation of the per-expert token shares,
@@ -254,6 +238,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   const bool main_rank = group.is_main();
   const fs::path out_dir = options.output_dir;
   const bool full = options.finetuning_type == "full";
+  std::optional<RunLock> run_lock;  // rank 0 writes the folder, so rank 0 holds it
+  if (main_rank) run_lock.emplace(out_dir);
 
   // ---- model, adapters, data -------------------------------------------------------------------
   set_seed(static_cast<uint64_t>(options.seed));
@@ -505,7 +491,7 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     for (auto& batch : micro) {
       CpuAutocast autocast(full && options.bf16);
       if (moe_context) moe_context->set_token_mask(batch.attention_mask.to(device));
-      auto loss_sum = summed_token_loss(base.model, batch, device);
+      auto loss_sum = summed_token_loss(base.model, batch, device, options.gradient_checkpointing);
       auto loss = loss_sum / global_targets;
       if (moe_context) {
         auto aux = moe_context->take_aux_loss();
@@ -522,9 +508,9 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
           acc.tokens += l.tokens;
           acc.top_k = l.top_k;
         }
-        moe_context->clear_token_mask();
       }
       loss.backward();
+      if (moe_context) moe_context->clear_token_mask();  // recomputed layers read it in backward
       local_loss += loss_sum.item<double>();
     }
     std::vector<torch::Tensor> grads;
@@ -574,13 +560,16 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
                      {"grad_norm", grad_norm},
                      {"tokens_per_second", global_tokens / seconds},
                      {"tokens", state.tokens_seen},
-                     {"skipped_nonfinite", state.skipped}};
+                     {"skipped_nonfinite", state.skipped},
+                     // Since the previous line: RSS on the CPU, peak allocated on CUDA.
+                     {"peak_memory_bytes", peak_memory_bytes(device)}};
         if (!loads.empty()) {
           line["router_load_cv"] = load_cv;
           line["router_load_max_over_mean"] = load_max;
         }
         if (aux_value != 0) line["aux_loss"] = aux_value;
         record(line);
+        reset_peak_memory(device);
         double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
         double eta = elapsed / double(steps_this_run) * double(total_steps - done);

@@ -44,7 +44,8 @@
 //   shared_expert.lora_{A,B}.weight
 //   "...lora_A.default.weight" (PEFT adapter-name infix)            -> "...lora_A.weight"
 // With no "moe" block, a MoLoRA group is derived from those tensors (experts = number found, r
-// from the shapes, alpha = lora_alpha, top_k = LoadAdapterOptions::ming_moe_top_k, router bias
+// from the shapes, alpha = lora_alpha, top_k = the release's config.json num_experts_per_token
+// (LoadAdapterOptions::ming_moe_top_k overrides; neither: 2), router bias
 // and shared expert when present) and placed before the PEFT group, so projections that PEFT's
 // target_modules also lists get the MoLoRA layer.
 #pragma once
@@ -88,8 +89,10 @@ void save_adapter(const std::filesystem::path& dir, torch::nn::Module& module,
                   bool replace = true);
 
 struct LoadAdapterOptions {
-  bool trainable = false;      // false: adapter parameters get requires_grad = false
-  int64_t ming_moe_top_k = 2;  // MING-MOE files do not record k; their released models use 2
+  bool trainable = false;  // false: adapter parameters get requires_grad = false
+  // Experts per token of a MING-MOE release: > 0 overrides; 0 takes num_experts_per_token from
+  // the release's config.json, else 2 (what the released models use). A log line says which.
+  int64_t ming_moe_top_k = 0;
 };
 
 struct LoadedAdapter {

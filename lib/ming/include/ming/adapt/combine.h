@@ -38,9 +38,13 @@
 // every token to the same k experts and starve the others of gradient until the tie broke;
 // small random logits spread tokens over all experts from the first step with near-equal gates,
 // so each token starts as a near-even blend of k task adapters. Other projections (attention):
-//   mean   the exact average (1/n) sum_i dW_i, as cat (rank sum r_i)  [default]
-//   first  adapter 1's LoRA unchanged
+//   mean   the exact average (1/n) sum_i dW_i, as cat (rank sum r_i)  [default for several]
+//   first  adapter 1's LoRA unchanged                                  [default for from_lora]
 //   drop   none
+// from_lora (MING-MOE's dev-branch init): one trained LoRA copied into each of `experts`
+// experts. The gates of a token's k experts sum to 1, so before any training the MoLoRA adapter
+// computes exactly that LoRA's function (up to rounding); training then lets the copies drift
+// apart.
 #pragma once
 
 #include <cstdint>
@@ -127,11 +131,13 @@ CombineReport combine(const CombineOptions& options);
 
 struct UpcycleOptions {
   std::vector<std::filesystem::path> adapters;  // >= 2 plain-LoRA adapters: expert i = adapter i
+  std::filesystem::path from_lora;              // or: this one adapter in every expert ...
+  int64_t experts = 8;                          // ... of this many
   std::vector<std::string> targets = {"gate_proj", "up_proj", "down_proj"};
   int64_t top_k = 2;
   bool router_bias = true;
-  std::string others = "mean";  // mean | first | drop (see above)
-  uint64_t seed = 0;            // router init and fresh ranks
+  std::string others;  // mean | first | drop (see above); empty: the default for the inputs
+  uint64_t seed = 0;   // router init and fresh ranks
   std::filesystem::path output;
   bool replace = true;
 };

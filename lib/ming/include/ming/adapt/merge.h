@@ -89,7 +89,7 @@ struct MergeOptions {
   int64_t eval_max_examples = 64;
   int64_t eval_max_tokens = 1024;               // each example is cut to this many tokens
   std::string experts_dir = "experts-adapter";  // where kept MoLoRA groups go, inside output
-  int64_t ming_moe_top_k = 2;
+  int64_t ming_moe_top_k = 0;                   // > 0 overrides a MING-MOE release's config.json
   bool replace = true;
 };
 

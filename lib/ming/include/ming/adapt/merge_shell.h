@@ -86,8 +86,15 @@ std::string exact_pattern_key(const std::string& module_path);
 struct ConvertAdapterOptions {
   std::filesystem::path input;   // adapter folder: MING-MOE release, PEFT or ming
   std::filesystem::path output;  // written atomically
-  int64_t ming_moe_top_k = 2;    // MING-MOE files do not record k; the released models use 2
+  int64_t ming_moe_top_k = 0;    // > 0 overrides a MING-MOE release's config.json (see
+                                 // LoadAdapterOptions)
   bool replace = true;
+  // convert_to_ming_moe: the dtype of the written tensors (fp32 is lossless; MING-MOE's own
+  // files carry its training dtype, bf16 in its scripts) and the base model's config.json (or
+  // its folder) that the release's config.json extends; empty: the adapter's
+  // base_model_name_or_path when that is a local folder.
+  torch::ScalarType ming_moe_dtype = torch::kFloat32;
+  std::filesystem::path base_config;
 };
 
 struct ConvertReport {
@@ -110,5 +117,20 @@ ConvertReport convert_to_ming(const ConvertAdapterOptions& options);
 // (the same scaling alpha/sqrt(r) = alpha'/r) through alpha_pattern, and differing dropouts
 // (training-only) take the first group's with a warning. UsageError when no plain LoRA is left.
 ConvertReport convert_to_peft(const ConvertAdapterOptions& options);
+
+// A ming MoLoRA adapter -> MING-MOE's release files, which its loader (ming/model/builder.py)
+// and ming's importer both read:
+//   adapter_config.json + adapter_model.safetensors  the attention LoRA, as convert_to_peft
+//   non_lora_trainables.bin   a torch.save dict (torch.load reads it) of
+//                             base_model.model.M.experts.{i}.lora_{A,B}_{i}.weight,
+//                             base_model.model.M.switch.{weight,bias} and, with a shared expert,
+//                             base_model.model.M.share_experts.lora_{A,B}.weight
+//   config.json               the base's config.json plus num_experts, num_experts_per_token,
+//                             share_expert, expert_selection "top_k", use_rslora
+// Importing the result (convert_to_ming) gives back every tensor bit for bit at fp32.
+// UsageError for what the format cannot hold: MoLoRA groups that differ in experts / k / r /
+// alpha / router bias / shared expert, rsLoRA experts, experts whose r or alpha differ from the
+// attention LoRA's, or no attention LoRA at all.
+ConvertReport convert_to_ming_moe(const ConvertAdapterOptions& options);
 
 }  // namespace ming::adapt

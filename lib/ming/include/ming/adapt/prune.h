@@ -33,7 +33,7 @@ struct PruneOptions {
   double threshold = 0.0;             // drop experts with usage < threshold
   UsageMeasure measure = UsageMeasure::topk_share;
   std::filesystem::path output;
-  int64_t ming_moe_top_k = 2;
+  int64_t ming_moe_top_k = 0;  // > 0 overrides a MING-MOE release's config.json
   bool replace = true;
 };
 

@@ -11,7 +11,8 @@
 //   auto logits = model->forward(ids);
 //   auto loss = lm_loss + ctx->take_aux_loss();     // coefficients already applied; resets
 //   auto load = ctx->take_load();                   // per-layer expert load, resets
-//   ctx->clear_token_mask();
+//   loss.backward();
+//   ctx->clear_token_mask();                        // after backward: recomputed layers read it
 #pragma once
 
 #include <cstdint>

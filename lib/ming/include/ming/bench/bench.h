@@ -77,10 +77,11 @@ class DenseReferenceAdapter : public model::ProjectionAdapter {
 // over the same parameters (dense = true), or back (dense = false). Returns how many it swapped.
 int set_dense_reference(torch::nn::Module& module, bool dense);
 
-// Mean, spread and best of repeated measurements of a rate (tokens/s: higher is better).
+// Median, mean, spread and best of repeated measurements of a rate (tokens/s: higher is better).
+// Ratios and utilisation use the median: one lucky rep does not move it.
 struct Stat {
   std::vector<double> values;
-  double mean = 0, stddev = 0, min = 0, max = 0;
+  double median = 0, mean = 0, stddev = 0, min = 0, max = 0;
   bool empty() const { return values.empty(); }
   double best() const { return max; }
   static Stat of(std::vector<double> values);
@@ -112,6 +113,9 @@ struct BenchOptions {
   int64_t train_tokens = 0;  // tokens per training step (0: no training)
   int64_t train_seq = 512;   // training sequence length; batch = train_tokens / train_seq
   int reps = 3;
+  // Training with activation recomputation: "on", "off", or "both" (reps interleaved, so the two
+  // see the same machine load).
+  std::string recompute = "on";
   double learning_rate = 1e-4;
   uint64_t seed = 0;
 };
@@ -126,21 +130,35 @@ double adapter_forward_flops_per_token(torch::nn::Module& module);
 // the output head (a step reads one of its rows).
 double decode_weight_bytes(model::CausalLM& model);
 
+// Peak memory of a training step (RSS on the CPU, peak allocated on CUDA; core/memory.h) and its
+// split: frozen weights, trainable weights with their gradients and AdamW moments, and what the
+// step itself added (activations and working buffers). `other` is the rest of the peak: the
+// framework and, on the CPU, freed memory the allocator kept.
+struct TrainMemory {
+  double peak = 0, weights = 0, trainable_state = 0, activations = 0, other = 0;
+  nlohmann::json to_json() const;
+};
+
 struct BenchRow {
   std::string adapter;             // AdapterShape::label()
   std::string mixture = "sparse";  // "sparse" | "dense" (MoLoRA path), "-" without MoLoRA
   int64_t trainable_parameters = 0;
-  Stat prefill, decode, train;  // tokens/s per rep (empty when not run)
-  // Utilisation of the best rep against the limits.
-  double prefill_mfu = 0, train_mfu = 0, decode_bound_fraction = 0;
+  // tokens/s per rep (empty when not run); train with recomputation, train_plain without.
+  Stat prefill, decode, train, train_plain;
+  // Utilisation of the median rep against the limits (useful FLOPs: recomputation not counted).
+  double prefill_mfu = 0, train_mfu = 0, train_plain_mfu = 0, decode_bound_fraction = 0;
   double decode_bound_tokens_per_second = 0;
-  // Time ratios against the first "none" row of the run (best reps): > 1 = slower.
-  std::optional<double> prefill_vs_base, decode_vs_base, train_vs_sparse;
+  TrainMemory train_memory, train_plain_memory;
+  // Time ratios of medians: against the first "none" row of the run, the dense MoLoRA row
+  // against its sparse twin, and recomputation against none (in this row): > 1 = slower.
+  std::optional<double> prefill_vs_base, decode_vs_base, train_vs_sparse, recompute_vs_plain;
   nlohmann::json to_json() const;
 };
 
 // Measures one configuration on `model`, whose adapters are already attached (`parameters` are
-// the trainable ones; training is skipped when empty). Leaves the model in eval mode.
+// the trainable ones; training is skipped when empty). The training step is ming-train's:
+// labelled-position loss (train/loss.h) over every position, recomputation as configured, AdamW.
+// Leaves the model in eval mode.
 BenchRow bench_configuration(model::CausalLM& model, const std::vector<torch::Tensor>& parameters,
                              const std::shared_ptr<adapt::MoeContext>& context,
                              const BenchOptions& options, const MachineLimits& limits);

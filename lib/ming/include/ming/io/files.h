@@ -5,6 +5,7 @@
 // leaves a half-written file behind. Folders get the same treatment with StagedDir.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -14,8 +15,24 @@ namespace ming::io {
 
 namespace fs = std::filesystem;
 
-// Reads a whole file; throws ming::Error naming the path on failure.
-std::string read_file(const fs::path& path);
+// Reads a whole file; throws ming::Error naming the path on failure, and UsageError (before
+// reading) when the file is larger than `max_bytes`.
+std::string read_file(const fs::path& path, uint64_t max_bytes = UINT64_MAX);
+
+// A whole file mapped read-only: its bytes without reading them all into memory first, so that
+// a reader can look at (and refuse) a huge file cheaply. Throws ming::Error naming the path.
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view view() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 // Writes `bytes` to `path` atomically (temp file + fsync + rename).
 void write_file_atomic(const fs::path& path, std::string_view bytes);

@@ -9,8 +9,8 @@
 //
 // Numerics follow transformers' eager path: weights and activations in the model dtype, RMSNorm
 // computed in fp32 and cast back before the weight, rotary cos/sin computed in fp32 (then cast to
-// the activation dtype, as HF does), attention scores softmaxed in fp32. Attention is written with
-// matmul/softmax because at::scaled_dot_product_attention does not exist in LibTorch 1.13.
+// the activation dtype, as HF does), attention scores softmaxed in fp32 (model/attention.h: fused
+// or query-blocked kernels that keep no (B, H, T, T) tensor for backward).
 //
 // Every linear layer is a ming::model::Projection named by its HF module path, where adapters
 // attach. A tied output head is not a module (the embedding weight is used directly) so that full
@@ -23,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include "ming/model/attention.h"
 #include "ming/model/config.h"
 #include "ming/model/projection.h"
 
@@ -61,6 +62,9 @@ struct ForwardOptions {
   // segment per row.
   torch::Tensor segment_ids;
   ForwardOutput output = ForwardOutput::logits_all;
+  // Activation recomputation: with autograd on (and no cache), each decoder layer keeps only its
+  // input for backward and runs again there (model/recompute.h); gradients are unchanged.
+  bool recompute = false;
 };
 
 class RMSNormImpl : public torch::nn::Module {
@@ -168,12 +172,5 @@ TORCH_MODULE(CausalLM);
 // The rotary inverse frequencies theta^(-2i/hd) for i < hd/2, with llama3 scaling when configured
 // (fp64 maths, returned as fp32 like HF's).
 torch::Tensor rope_inverse_frequencies(const ModelConfig& config);
-
-// Scaled dot-product attention with grouped-query heads, in one place so a faster kernel can be
-// swapped in where LibTorch has one. q: (B, T, H, hd); k, v: (B, Hkv, S, hd) with H a multiple of
-// Hkv (query head h reads kv head h / (H/Hkv), as HF's repeat_kv); allowed: (B or 1, 1, 1, T, S)
-// bool or undefined (all allowed). Returns (B, T, H*hd).
-torch::Tensor grouped_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                const torch::Tensor& v, const torch::Tensor& allowed);
 
 }  // namespace ming::model

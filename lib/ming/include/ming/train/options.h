@@ -97,7 +97,8 @@ struct TrainOptions {
   double adam_epsilon = 1e-8;
   double max_grad_norm = 1.0;  // <= 0: no clipping
   bool bf16 = true;            // bf16 compute (frozen base stored in bf16); fp32 adapter weights
-  int64_t max_nonfinite_steps = 10;  // consecutive skipped steps before stopping
+  int64_t max_nonfinite_steps = 10;    // consecutive skipped steps before stopping
+  bool gradient_checkpointing = true;  // recompute each layer in backward (LLaMA-Factory default)
 
   // Bookkeeping.
   int64_t save_steps = 500;  // 0 = only at the end
@@ -163,6 +164,8 @@ struct TrainOptions {
     v("max_grad_norm", max_grad_norm, "gradient clipping norm (<= 0: off)");
     v("bf16", bf16, "bf16 compute");
     v("max_nonfinite_steps", max_nonfinite_steps, "consecutive non-finite steps before stopping");
+    v("gradient_checkpointing", gradient_checkpointing,
+      "keep only each layer's input for backward and recompute the layer there");
     v("save_steps", save_steps, "checkpoint every N steps (0: only at the end)");
     v("save_total_limit", save_total_limit, "checkpoints kept");
     v("logging_steps", logging_steps, "metrics.jsonl line every N steps");
