@@ -1,9 +1,24 @@
 #include "ming/train/options.h"
 
 #include "ming/adapt/molora.h"
+#include <cmath>
+
 #include "ming/core/error.h"
 
 namespace ming::train {
+
+namespace {
+
+// Every linear projection of a decoder layer (what LLaMA-Factory's "all" finds in these models).
+const std::vector<std::string> kAllProjections = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                  "gate_proj", "up_proj", "down_proj"};
+
+std::vector<std::string> expand_all(const std::vector<std::string>& targets) {
+  if (targets.size() == 1 && targets[0] == "all") return kAllProjections;
+  return targets;
+}
+
+}  // namespace
 
 adapt::AdapterConfig TrainOptions::adapter_config() const {
   adapt::AdapterConfig config;
@@ -11,15 +26,16 @@ adapt::AdapterConfig TrainOptions::adapter_config() const {
   if (finetuning_type == "molora") {
     // The MoLoRA group goes first: a projection listed in both gets the MoLoRA layer.
     config.groups.push_back(moe);
+    config.groups.back().targets = expand_all(moe.targets);
     config.groups.back().use_rslora = moe.use_rslora || use_rslora;
   }
   if (!lora_target.empty()) {
     adapt::TargetGroup attention;
     attention.name = "lora";
-    attention.targets = lora_target;
+    attention.targets = expand_all(lora_target);
     attention.experts = 1;
     attention.r = lora_rank;
-    attention.alpha = lora_alpha;
+    attention.alpha = effective_lora_alpha();
     attention.dropout = lora_dropout;
     attention.use_rslora = use_rslora;
     config.groups.push_back(attention);
@@ -37,6 +53,12 @@ data::DataOptions TrainOptions::data_options(bool eval) const {
   d.bad_example_policy = bad_example_policy;
   d.seed = seed;
   d.system_prompt = system_prompt;
+  d.dataset_dir = dataset_dir;
+  d.max_samples = max_samples;
+  d.mix_strategy = mix_strategy;
+  if (!eval)
+    for (size_t i = 0; i < interleave_probs.size() && i < d.datasets.size(); ++i)
+      d.datasets[i].weight = interleave_probs[i];
   return d;
 }
 
@@ -63,6 +85,27 @@ void TrainOptions::validate() const {
   check(save_total_limit >= 1, "save_total_limit: must be >= 1");
   check(logging_steps >= 1, "logging_steps: must be >= 1");
   check(max_nonfinite_steps >= 1, "max_nonfinite_steps: must be >= 1");
+  check(eval_strategy == "no" || eval_strategy == "steps" || eval_strategy == "epoch",
+        fmt::format("eval_strategy: '{}' is not one of no, steps, epoch", eval_strategy));
+  check(eval_steps >= 0, "eval_steps: must be >= 0");
+  check(per_device_eval_batch_size >= 1, "per_device_eval_batch_size: must be >= 1");
+  check(val_size >= 0 && (val_size < 1 || val_size == std::floor(val_size)),
+        fmt::format("val_size: {} must be a fraction in [0, 1) or a whole number", val_size));
+  check(val_size == 0 || eval_dataset.empty(),
+        "val_size / eval_dataset: give one of them (as LLaMA-Factory)");
+  check(max_samples >= 0, "max_samples: must be >= 0");
+  check(interleave_probs.empty() || interleave_probs.size() == dataset.size(),
+        fmt::format("interleave_probs: {} values for {} datasets", interleave_probs.size(),
+                    dataset.size()));
+  check(interleave_probs.empty() || mix_strategy.rfind("interleave", 0) == 0,
+        "interleave_probs: only valid with mix_strategy interleave_under or interleave_over");
+  check(!load_best_model_at_end || val_size > 0 || !eval_dataset.empty(),
+        "load_best_model_at_end: needs evaluation data (eval_dataset or val_size)");
+  for (const auto& r : report_to)
+    check(r == "none" || r == "tensorboard",
+          fmt::format("report_to: '{}' is not one of none, tensorboard (ming also writes "
+                      "metrics.jsonl)",
+                      r));
   if (finetuning_type == "molora") {
     check(moe.experts >= 1, fmt::format("moe.experts: {} must be >= 1", moe.experts));
     check(moe.top_k >= 1 && moe.top_k <= moe.experts,

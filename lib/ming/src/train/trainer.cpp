@@ -7,10 +7,13 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <optional>
 #include <regex>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "ming/adapt/adapter_io.h"
 #include "ming/core/error.h"
@@ -23,7 +26,11 @@
 #include "ming/io/safetensors.h"
 #include "ming/model/load.h"
 #include "ming/train/distributed.h"
+#include "ming/train/eval_loss.h"
+#include "ming/train/llamafactory.h"
 #include "ming/train/loss.h"
+#include "ming/train/loss_plot.h"
+#include "ming/train/tensorboard.h"
 #include "train/checkpoint.h"
 
 namespace ming::train {
@@ -128,6 +135,63 @@ std::pair<double, double> load_balance(const std::map<std::string, adapt::LayerL
   return {n ? cv_sum / n : 0.0, worst};
 }
 
+int64_t eval_examples(const data::TrainingData& data) {
+  int64_t n = 0;
+  for (int64_t d = 0; d < data.n_datasets(); ++d) n += static_cast<int64_t>(data.examples(d).size());
+  return n;
+}
+
+// TensorBoard run folder name, as the HF Trainer's default logging_dir: <Mon>DD_HH-MM-SS_<host>.
+std::string run_name() {
+  const std::time_t now = std::time(nullptr);
+  char stamp[64];
+  std::strftime(stamp, sizeof(stamp), "%b%d_%H-%M-%S", std::localtime(&now));
+  char host[256] = "localhost";
+  gethostname(host, sizeof(host) - 1);
+  return fmt::format("{}_{}", stamp, host);
+}
+
+// The checkpoint this run continues from, or "" to start from scratch (LLaMA-Factory's rules):
+// resume_from_checkpoint PATH, or true / --resume for the newest in output_dir; otherwise a
+// non-empty output_dir is resumed from its newest checkpoint, refused when it has none, and
+// with overwrite_output_dir trained over from scratch (its old checkpoints removed).
+fs::path checkpoint_to_resume(const TrainOptions& options, const RunOptions& run, bool main_rank) {
+  const fs::path out_dir = options.output_dir;
+  const std::string& wanted = options.resume_from_checkpoint.value_or("");
+  if (!wanted.empty() && wanted != "true") {
+    if (!fs::exists(fs::path(wanted) / "trainer_state.json"))
+      fail_usage("resume_from_checkpoint: '{}' is not a checkpoint folder (no trainer_state.json)",
+                 wanted);
+    return wanted;
+  }
+  auto checkpoints = list_checkpoints(out_dir);
+  if (run.resume || wanted == "true") {
+    if (!checkpoints.empty()) return checkpoints.back().second;
+    log::info("resume: no checkpoint in '{}', starting from scratch", out_dir.string());
+    return {};
+  }
+  const bool empty = !fs::is_directory(out_dir) || fs::is_empty(out_dir);
+  if (empty) return {};
+  if (options.overwrite_output_dir) {
+    if (main_rank)
+      for (const auto& [step, dir] : checkpoints) fs::remove_all(dir);
+    if (!checkpoints.empty())
+      log::info("overwrite_output_dir: removed {} old checkpoint(s) of '{}'", checkpoints.size(),
+                out_dir.string());
+    return {};
+  }
+  if (!checkpoints.empty()) {
+    log::info("resume: '{}' has checkpoints; resuming from {} (change output_dir or set "
+              "overwrite_output_dir to start from scratch)",
+              out_dir.string(), checkpoints.back().second.string());
+    return checkpoints.back().second;
+  }
+  fail_usage(
+      "output_dir '{}' already exists and is not empty; set overwrite_output_dir: true to train "
+      "over it from scratch, or choose another output_dir",
+      out_dir.string());
+}
+
 struct Checkpoint {
   int64_t step = 0;
   Json data_state;
@@ -143,6 +207,7 @@ TrainOptions load_train_options(const fs::path& config_path,
   config::Document doc = config_path.empty() ? config::parse_document("", "<command line>")
                                              : config::load_document(config_path);
   for (const auto& o : overrides) config::apply_override(doc, o);
+  apply_llamafactory_conventions(doc);
   auto options = config::read<TrainOptions>(doc);
   // Relative paths in a config file are relative to the directory the tool runs in, as with
   // every other flag (a Makefile or sbatch script sets that).
@@ -214,6 +279,15 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
 
   auto train_data = data::TrainingData::load(options.data_options(), *base.tokenizer,
                                              fs::path(options.model_name_or_path));
+  std::shared_ptr<const data::TrainingData> eval_data;
+  if (options.val_size > 0) {
+    auto split = data::TrainingData::split_held_out(*train_data, options.val_size,
+                                                    static_cast<uint64_t>(options.seed));
+    train_data = split.train;
+    eval_data = split.eval;
+    log::info("data: val_size {}: {} examples held out for evaluation (seed {})",
+              options.val_size, eval_examples(*eval_data), options.seed);
+  }
   data::DataLoader loader(train_data, options.per_device_train_batch_size, world.rank,
                           world.world_size);
   const int64_t total_steps =
@@ -225,7 +299,6 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   const int64_t warmup = options.warmup_steps > 0
                              ? options.warmup_steps
                              : static_cast<int64_t>(std::ceil(options.warmup_ratio * total_steps));
-  std::shared_ptr<const data::TrainingData> eval_data;
   if (!options.eval_dataset.empty())
     eval_data = data::TrainingData::load(options.data_options(/*eval=*/true), *base.tokenizer,
                                          fs::path(options.model_name_or_path));
@@ -249,12 +322,12 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   // ---- resume
   // ------------------------------------------------------------------------------------
   Checkpoint state;
-  if (run.resume) {
-    auto checkpoints = list_checkpoints(out_dir);
-    if (checkpoints.empty()) {
-      log::info("resume: no checkpoint in '{}', starting from scratch", out_dir.string());
-    } else {
-      const fs::path dir = checkpoints.back().second;
+  if (const fs::path dir = checkpoint_to_resume(options, run, main_rank); !dir.empty()) {
+    {
+      if (!fs::exists(dir / "optimizer.pt"))
+        fail_usage("checkpoint '{}' was written with save_only_model (no optimizer, RNG or data "
+                   "state) and cannot be resumed; set overwrite_output_dir to start again",
+                   dir.string());
       log::info("resume: from {}", dir.string());
       auto weights = io::SafetensorsFile::open(dir / "trainable.safetensors");
       torch::NoGradGuard no_grad;
@@ -288,7 +361,7 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     io::write_file_atomic(out_dir / "config.yaml", config::to_yaml(config::write(resolved)));
     // Keep the metrics of the steps the checkpoint covers; later lines belong to lost work.
     std::string kept;
-    if (run.resume && fs::exists(out_dir / "metrics.jsonl")) {
+    if (state.step > 0 && fs::exists(out_dir / "metrics.jsonl")) {
       io::for_each_jsonl(
           out_dir / "metrics.jsonl",
           [&](const Json& r, int64_t) {
@@ -300,6 +373,16 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   }
   std::ofstream metrics;
   if (main_rank) metrics.open(out_dir / "metrics.jsonl", std::ios::app);
+  std::unique_ptr<EventWriter> tensorboard;
+  if (main_rank && std::count(options.report_to.begin(), options.report_to.end(), "tensorboard")) {
+    tensorboard = std::make_unique<EventWriter>(out_dir / "runs" / run_name());
+    if (state.step > 0) tensorboard->session_start(state.step + 1);
+    log::info("report_to tensorboard: {}", tensorboard->path().string());
+  }
+  auto record = [&](const Json& line) {
+    metrics << line.dump() << "\n" << std::flush;
+    if (tensorboard) tensorboard->add_metrics(line);
+  };
 
   log::info(
       "train: {} {} | {} trainable parameters | {} steps ({} warm-up) | global batch {} x {} "
@@ -325,12 +408,14 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       io::NamedTensors rng;
       for (int r = 0; r < world.world_size; ++r)
         rng.emplace_back(fmt::format("rank{}", r), t[0][r].to(torch::kUInt8));
-      io::save_safetensors(staged / "rng.safetensors", rng);
-      // Serialized in memory, then written like every other file: LibTorch's file writer
-      // throws from its destructor when the disk is full, which terminates the process.
-      std::ostringstream optimizer_bytes;
-      torch::save(optimizer, optimizer_bytes);
-      io::write_file_atomic(staged / "optimizer.pt", optimizer_bytes.str());
+      if (!options.save_only_model) {
+        io::save_safetensors(staged / "rng.safetensors", rng);
+        // Serialized in memory, then written like every other file: LibTorch's file writer
+        // throws from its destructor when the disk is full, which terminates the process.
+        std::ostringstream optimizer_bytes;
+        torch::save(optimizer, optimizer_bytes);
+        io::write_file_atomic(staged / "optimizer.pt", optimizer_bytes.str());
+      }
       io::write_json(staged / "trainer_state.json",
                      Json{{"step", step},
                           {"total_steps", total_steps},
@@ -348,30 +433,22 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
     return dir;
   };
 
-  auto evaluate = [&]() -> double {
-    torch::NoGradGuard no_grad;
-    CpuAutocast autocast(full && options.bf16);
-    data::DataLoader eval_loader(eval_data, options.per_device_train_batch_size, world.rank,
-                                 world.world_size);
-    int64_t n_batches =
-        std::max<int64_t>(1, std::min(eval_loader.rows_per_epoch(), options.max_eval_examples) /
-                                 (options.per_device_train_batch_size * world.world_size));
-    double loss_sum = 0, tokens = 0;
-    for (int64_t i = 0; i < n_batches; ++i) {
-      auto batch = eval_loader.next();
-      if (moe_context) moe_context->set_token_mask(batch.attention_mask.to(device));
-      loss_sum += summed_token_loss(base.model, batch, device, false).item<double>();
-      tokens += double(batch.n_target_tokens);
-      if (moe_context) {
-        moe_context->clear_token_mask();
-        moe_context->take_aux_loss();
-        moe_context->take_load();
-      }
-    }
-    loss_sum = group.all_reduce_sum(loss_sum);
-    tokens = group.all_reduce_sum(tokens);
-    return tokens > 0 ? loss_sum / tokens : 0.0;
+  EvalLossOptions eval_options;
+  eval_options.batch_size = options.per_device_eval_batch_size;
+  eval_options.max_examples = options.max_eval_examples;
+  const int64_t steps_per_epoch = std::max<int64_t>(
+      1, (loader.steps_per_epoch() + options.gradient_accumulation_steps - 1) /
+             options.gradient_accumulation_steps);
+  const int64_t eval_every = options.eval_steps > 0 ? options.eval_steps : options.logging_steps;
+  auto evaluation_due = [&](int64_t done) {
+    if (!eval_data || options.eval_strategy == "no") return false;
+    if (done == total_steps) return true;
+    return options.eval_strategy == "epoch" ? done % steps_per_epoch == 0 : done % eval_every == 0;
   };
+  // load_best_model_at_end: the trainable weights of the lowest eval_loss so far, on the CPU.
+  double best_eval_loss = HUGE_VAL;
+  int64_t best_step = 0;
+  std::vector<torch::Tensor> best_weights;
 
   // ---- loop -------------------------------------------------------------------------------------
   g_stop_signal = 0;
@@ -496,7 +573,7 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
           line["router_load_max_over_mean"] = load_max;
         }
         if (aux_value != 0) line["aux_loss"] = aux_value;
-        metrics << line.dump() << "\n" << std::flush;
+        record(line);
         reset_peak_memory(device);
         double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
@@ -512,15 +589,31 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       window_loss = 0;
       window_steps = 0;
     }
-    if (eval_data && options.eval_steps > 0 &&
-        (done % options.eval_steps == 0 || done == total_steps)) {
+    if (evaluation_due(done)) {
       base.model->eval();
-      double eval_loss = evaluate();
+      EvalLoss eval;
+      {
+        CpuAutocast autocast(full && options.bf16);
+        eval = evaluate_loss(base.model, *eval_data, eval_options, group, moe_context.get(), device);
+      }
       base.model->train();
+      if (options.load_best_model_at_end && eval.loss < best_eval_loss) {
+        best_eval_loss = eval.loss;
+        best_step = done;
+        best_weights.clear();
+        for (const auto& p : trainable) best_weights.push_back(p.detach().to(torch::kCPU, true).clone());
+      }
       if (main_rank) {
-        metrics << Json{{"step", done}, {"eval_loss", eval_loss}}.dump() << "\n" << std::flush;
-        log::info("step {}: eval loss {:.4f} (perplexity {:.2f})", done, eval_loss,
-                  std::exp(eval_loss));
+        Json line = {{"step", done}, {"eval_loss", eval.loss}};
+        std::string per_dataset;
+        if (eval.per_dataset.size() > 1)
+          for (const auto& [name, loss] : eval.per_dataset) {
+            line[fmt::format("eval_{}_loss", name)] = loss;
+            per_dataset += fmt::format(" | {} {:.4f}", name, loss);
+          }
+        record(line);
+        log::info("step {}: eval loss {:.4f} (perplexity {:.2f}){}", done, eval.loss,
+                  std::exp(eval.loss), per_dataset);
       }
     }
     result.steps = done;
@@ -540,6 +633,7 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       if (result.checkpoint != out_dir / fmt::format("checkpoint-{}", done))
         result.checkpoint = save_checkpoint(done);
       result.interrupted = true;
+      if (main_rank && options.plot_loss) write_loss_plots(out_dir);
       log::info("stopped{} at step {}/{}; checkpoint '{}'; rerun with --resume to continue",
                 signalled ? (g_stop_signal == SIGTERM ? " by SIGTERM" : " by SIGINT") : "", done,
                 total_steps, result.checkpoint.string());
@@ -549,6 +643,12 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   result.skipped_nonfinite = state.skipped;
 
   // ---- result --------------------------------------------------------------------------------
+  if (!best_weights.empty() && best_step != result.steps) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < trainable.size(); ++i) trainable[i].copy_(best_weights[i]);
+    log::info("load_best_model_at_end: the result is step {} (eval_loss {:.4f})", best_step,
+              best_eval_loss);
+  }
   if (main_rank) {
     fs::path staging = out_dir / ".result-staging";
     fs::remove_all(staging);
@@ -561,6 +661,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       adapt::save_adapter(staging, *base.model, adapter_config, options.model_name_or_path);
     }
     move_files_into(staging, out_dir);
+    if (options.plot_loss)
+      for (const auto& plot : write_loss_plots(out_dir)) log::info("plot_loss: {}", plot.string());
     log::info("train: done, {} steps; result in '{}'", result.steps, out_dir.string());
   }
   group.barrier();
