@@ -19,6 +19,11 @@ packages=(build-essential cmake ninja-build pkg-config git python3
 if [[ -n "${Torch_DIR:-}" ]]; then
   packages=("${packages[@]/libtorch-dev}")
 fi
+# The chat-template parity test runs Hugging Face's reference renderer (@huggingface/jinja) under
+# node; a node already installed another way (with its own npm) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
