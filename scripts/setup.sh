@@ -24,6 +24,11 @@ elif dpkg-query -W -f='${Status}' libtorch-cuda-dev 2>/dev/null | grep -q "insta
   packages=("${packages[@]/#libtorch-dev/libtorch-cuda-dev}")
   packages=("${packages[@]/#libgloo-dev/libgloo-cuda-dev}")
 fi
+# The chat-template parity test runs Hugging Face's reference renderer (@huggingface/jinja) under
+# node; a node already installed another way (with its own npm) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -17,15 +17,22 @@ fs::path data_dir() {
   if (const char* env = std::getenv("MING_DATA"); env && *env) return env;
   return MING_DEFAULT_DATA_DIR;
 }
-fs::path source_dir() { return MING_SOURCE_DIR; }
-fs::path tool(const std::string& name) { return fs::path(MING_TOOL_DIR) / name; }
+fs::path source_dir() {
+  return MING_SOURCE_DIR;
+}
+fs::path tool(const std::string& name) {
+  return fs::path(MING_TOOL_DIR) / name;
+}
+fs::path build_dir() {
+  return MING_TOOL_DIR;
+}
 
 TempDir::TempDir(const std::string& tag) {
   static std::atomic<int> counter{0};
   std::random_device rd;
-  path_ = fs::temp_directory_path() /
-          (tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-           std::to_string(rd() % 100000));
+  path_ =
+      fs::temp_directory_path() / (tag + "-" + std::to_string(::getpid()) + "-" +
+                                   std::to_string(counter++) + "-" + std::to_string(rd() % 100000));
   fs::create_directories(path_);
 }
 

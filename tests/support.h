@@ -16,6 +16,8 @@ fs::path data_dir();
 fs::path source_dir();
 // Where the built tools are (the build folder's root).
 fs::path tool(const std::string& name);
+// The build folder's root (scratch installs that tests need, under cache/).
+fs::path build_dir();
 
 // A fresh, empty folder under the system temp dir, removed when the object goes away.
 class TempDir {

@@ -762,7 +762,8 @@ TEST_CASE("data load: MedicalGPT conversations through the real Qwen tokenizer, 
   o.packing = true;
   o.system_prompt = "You are a helpful assistant.";
   auto d = data::TrainingData::load(o, *tok);
-  CHECK(d->chat_template() == text::ChatTemplateKind::chatml);  // from the tokenizer's tokens
+  CHECK(d->chat_template().kind() ==
+        text::ChatTemplateKind::chatml);  // from the tokenizer's tokens
   const auto& st = d->stats()[0];
   CHECK(st.n_records == 200);
   CHECK(st.n_bad == 0);

@@ -371,7 +371,7 @@ TEST_CASE("model: config.json round trip and unsupported settings name the key")
   CHECK(usage_error([&] { ModelConfig::from_json(arch, "config.json"); }).find("architectures") !=
         std::string::npos);
   auto rope = llama3_tiny().to_json();
-  rope["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  rope["rope_scaling"] = {{"type", "proportional"}, {"factor", 4.0}};
   CHECK(usage_error([&] { ModelConfig::from_json(rope, "config.json"); }).find("rope_scaling") !=
         std::string::npos);
   auto act = llama3_tiny().to_json();
@@ -480,8 +480,10 @@ TEST_CASE("model: transformers 5 rope_parameters give the same config as rope_th
     CHECK(ModelConfig::from_json(v5, "config.json").to_json() ==
           ModelConfig::from_json(v4, "config.json").to_json());
   }
-  auto yarn = qwen2_tiny().to_json();
-  yarn["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e6}, {"factor", 4.0}};
-  CHECK(usage_error([&] { ModelConfig::from_json(yarn, "config.json"); }).find("rope_parameters") !=
-        std::string::npos);
+  auto unknown = qwen2_tiny().to_json();
+  unknown["rope_parameters"] = {
+      {"rope_type", "proportional"}, {"rope_theta", 1e6}, {"factor", 4.0}};
+  CHECK(usage_error([&] {
+          ModelConfig::from_json(unknown, "config.json");
+        }).find("rope_parameters") != std::string::npos);
 }

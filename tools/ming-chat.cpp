@@ -23,6 +23,7 @@ struct ChatFlags {
   int64_t top_k = -1, max_new_tokens = 512;
   std::vector<std::string> stop;
   bool one_shot = false;  // --prompt given (possibly empty: raw template starts from BOS)
+  bool show_prompt = false;
 };
 
 // A flag beats generation_config.json, which beats the built-in default.
@@ -46,8 +47,10 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
   loaded.model->eval();
 
   ming::gen::ChatOptions co;
-  co.template_kind = f.template_name == "auto" ? loaded.chat_template
-                                               : ming::text::parse_chat_template(f.template_name);
+  co.chat_template =
+      f.template_name == "auto"
+          ? loaded.chat_template
+          : ming::text::ChatTemplate(ming::text::parse_chat_template(f.template_name));
   if (!f.system.empty()) co.system = f.system;
   const auto& gen = loaded.generation_config;
   const bool sample = !gen.contains("do_sample") || gen["do_sample"] == true;
@@ -66,6 +69,14 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
     std::fwrite(delta.data(), 1, delta.size(), stdout);
     std::fflush(stdout);
   };
+  // The model's input for each turn, on stderr: what the template rendered, as token ids.
+  auto reply = [&](const std::string& message) {
+    if (f.show_prompt) {
+      const auto ids = chat.prompt_ids(message);
+      std::fprintf(stderr, "prompt ids: %s\n", nlohmann::json(ids).dump().c_str());
+    }
+    chat.reply(message, print);
+  };
 
   if (f.one_shot || !f.prompt_file.empty()) {
     std::string prompt = f.prompt;
@@ -74,7 +85,7 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
       ming::gen::check_utf8(prompt, "'" + f.prompt_file + "'");
       if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();
     }
-    chat.reply(prompt, print);
+    reply(prompt);
     print("\n");
     return;
   }
@@ -83,13 +94,13 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
     for (int64_t n = 1; std::getline(std::cin, line); ++n) {
       ming::gen::check_utf8(line, fmt::format("stdin line {}", n));
       chat.reset();
-      chat.reply(line, print);
+      reply(line);
       print("\n");
     }
     return;
   }
   std::fprintf(stderr, "ming-chat: %s, template %s. /reset clears the history, /exit quits.\n",
-               f.model.c_str(), ming::text::chat_template_name(co.template_kind).c_str());
+               f.model.c_str(), co.chat_template.name().c_str());
   std::string line;
   while (true) {
     std::fprintf(stderr, "> ");
@@ -101,7 +112,7 @@ void run_chat(const ChatFlags& f, const ming::cli::RuntimeFlags& rf) {
     }
     if (line.empty()) continue;
     try {
-      chat.reply(line, print);
+      reply(line);
     } catch (const ming::UsageError& e) {  // a bad line should not end the session
       std::fprintf(stderr, "ming-chat: %s\n", e.what());
       continue;
@@ -123,7 +134,10 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-file", f.prompt_file, "answer the message in this file and exit")
       ->excludes(p);
   app.add_option("--system", f.system, "system prompt");
-  app.add_option("--template", f.template_name, "auto | chatml | llama2 | llama3 | raw")
+  app.add_flag("--show-prompt", f.show_prompt,
+               "write each turn's prompt token ids (the rendered template) to stderr");
+  app.add_option("--template", f.template_name,
+                 "auto (the model's own chat template) | chatml | llama2 | llama3 | raw")
       ->check(CLI::IsMember({"auto", "chatml", "llama2", "llama3", "raw"}))
       ->capture_default_str();
   app.add_option("--temperature", f.temperature,

@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
   app.add_option("--trace-routes", r.trace_routes,
                  "write the MoLoRA routing of every example here");
   app.add_option("--prompt-format", f.prompt_format, "auto | chat | raw")->capture_default_str();
+  app.add_option("--template", r.chat_template,
+                 "chat template: auto (the model's own) | chatml | llama2 | llama3 | raw")
+      ->check(CLI::IsMember({"auto", "chatml", "llama2", "llama3", "raw"}))
+      ->capture_default_str();
   app.add_option("--choice-norm", f.choice_norm,
                  "loglik choices compared by summed logprob (none) or per token / per byte")
       ->capture_default_str();

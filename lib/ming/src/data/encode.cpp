@@ -23,7 +23,7 @@ std::vector<int32_t> encode_segment(const text::Tokenizer& tokenizer, const text
 }  // namespace
 
 bool template_expects_bos(ChatTemplateKind kind) {
-  return kind != ChatTemplateKind::chatml;
+  return kind != ChatTemplateKind::chatml && kind != ChatTemplateKind::jinja;
 }
 
 int32_t end_of_text_id(const text::Tokenizer& tokenizer) {
@@ -45,6 +45,11 @@ EncodedExample encode_conversation(const text::Tokenizer& tokenizer,
     conversation.push_back({Role::system, options.system_prompt});
   conversation.insert(conversation.end(), messages.begin(), messages.end());
 
+  if (options.mask == MaskPolicy::ming && options.chat_template.kind() == ChatTemplateKind::jinja)
+    fail_usage(
+        "mask 'ming' reproduces MING's ChatML masking and needs a built-in template, not {} "
+        "(use mask 'assistant', or template chatml)",
+        options.chat_template.name());
   const auto segments = text::render_chat(options.chat_template, conversation);
   EncodedExample out;
   // True between an assistant turn's text and the start of the next turn: the markers there
@@ -75,7 +80,7 @@ EncodedExample encode_conversation(const text::Tokenizer& tokenizer,
 
   // Raw text has no end-of-turn marker: end the final answer with the end token, so a model
   // trained this way learns to stop.
-  if (options.chat_template == ChatTemplateKind::raw && !conversation.empty() &&
+  if (options.chat_template.kind() == ChatTemplateKind::raw && !conversation.empty() &&
       conversation.back().role == Role::assistant) {
     const int32_t eot = end_of_text_id(tokenizer);
     out.input_ids.push_back(eot);
@@ -83,7 +88,7 @@ EncodedExample encode_conversation(const text::Tokenizer& tokenizer,
   }
 
   auto bos = tokenizer.bos_id();
-  if (bos && template_expects_bos(options.chat_template) &&
+  if (bos && template_expects_bos(options.chat_template.kind()) &&
       (out.input_ids.empty() || out.input_ids.front() != *bos)) {
     out.input_ids.insert(out.input_ids.begin(), *bos);
     out.labels.insert(out.labels.begin(), kIgnoreIndex);

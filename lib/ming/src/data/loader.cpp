@@ -63,8 +63,11 @@ std::vector<EncodedExample> chunk_document(const EncodedExample& doc, int64_t cu
   return out;
 }
 
-text::ChatTemplateKind resolve_template(const std::string& name, const text::Tokenizer& tokenizer,
-                                        const std::optional<fs::path>& model_dir) {
+// auto: the model's own template, except under MING's masking, which needs the built-in
+// renderer of the model's family.
+text::ChatTemplate resolve_template(const std::string& name, MaskPolicy mask,
+                                    const text::Tokenizer& tokenizer,
+                                    const std::optional<fs::path>& model_dir) {
   if (name != "auto") {
     try {
       return text::parse_chat_template(name);
@@ -72,6 +75,7 @@ text::ChatTemplateKind resolve_template(const std::string& name, const text::Tok
       fail_usage("data.template: {}", e.what());
     }
   }
+  if (model_dir && mask == MaskPolicy::assistant) return text::ChatTemplate::load(*model_dir);
   if (model_dir) return text::detect_chat_template(*model_dir);
   if (tokenizer.find("<|im_start|>")) return text::ChatTemplateKind::chatml;
   if (tokenizer.find("<|start_header_id|>")) return text::ChatTemplateKind::llama3;
@@ -159,7 +163,7 @@ std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& reques
 
   std::shared_ptr<TrainingData> data(new TrainingData());
   data->options_ = options;
-  data->chat_template_ = resolve_template(options.chat_template, tokenizer, model_dir);
+  data->chat_template_ = resolve_template(options.chat_template, mask, tokenizer, model_dir);
   if (options.pad_id >= 0) {
     if (options.pad_id >= tokenizer.vocab_size())
       fail_usage("data.pad_id: {} is outside the vocabulary (size {})", options.pad_id,
@@ -266,8 +270,8 @@ std::shared_ptr<const TrainingData> TrainingData::load(const DataOptions& reques
   }
   data->finish();
   log::info("data: template {}, mask {}, cutoff_len {}, packing {}, epoch of {} examples",
-            text::chat_template_name(data->chat_template_), mask_policy_name(mask),
-            options.cutoff_len, options.packing ? "on" : "off", data->epoch_size_);
+            data->chat_template_.name(), mask_policy_name(mask), options.cutoff_len,
+            options.packing ? "on" : "off", data->epoch_size_);
   return data;
 }
 

@@ -112,6 +112,7 @@ json run_info(const RunOptions& o, const std::vector<LoadedTask>& tasks) {
           {"split", o.split.empty() ? json(nullptr) : json(o.split)},
           {"limit", o.limit > 0 ? json(o.limit) : json(nullptr)},
           {"prompt_format", prompt_format_name(o.scorer.prompt_format)},
+          {"template", o.chat_template},
           {"choice_norm", choice_norm_name(o.scorer.choice_norm)},
           {"batch_size", o.scorer.batch_size},
           {"max_new_tokens",
@@ -150,6 +151,8 @@ RunResult run_eval(const RunOptions& o) {
 
   const auto load_start = Clock::now();
   auto loaded = model::load_model(o.model_dir, o.load);
+  if (o.chat_template != "auto")
+    loaded.chat_template = text::ChatTemplate(text::parse_chat_template(o.chat_template));
   adapt::LoadedAdapter adapter;
   if (!o.adapter_dir.empty()) {
     adapter = adapt::load_adapter(*loaded.model, o.adapter_dir);

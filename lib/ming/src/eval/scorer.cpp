@@ -36,12 +36,12 @@ std::vector<int64_t> encode_segment(const text::Tokenizer& tok, const text::Segm
   return widen(tok.encode(seg.text, /*add_bos=*/false, /*parse_special=*/true));
 }
 
-text::ChatTemplateKind resolve_template(const model::LoadedModel& m, PromptFormat f) {
+text::ChatTemplate resolve_template(const model::LoadedModel& m, PromptFormat f) {
   switch (f) {
     case PromptFormat::raw:
       return text::ChatTemplateKind::raw;
     case PromptFormat::chat:
-      if (m.chat_template == text::ChatTemplateKind::raw)
+      if (m.chat_template.kind() == text::ChatTemplateKind::raw)
         fail_usage(
             "--prompt-format chat: the model in {} declares no chat template "
             "(hint: use --prompt-format raw)",
@@ -74,7 +74,8 @@ PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::
                          PromptFormat format) {
   if (!m.tokenizer) fail_usage("{}: the model was loaded without a tokenizer", m.dir.string());
   const auto& tok = *m.tokenizer;
-  const auto kind = resolve_template(m, format);
+  const text::ChatTemplate chat_template = resolve_template(m, format);
+  const text::ChatTemplateKind kind = chat_template.kind();
   const std::string user = render_prompt(spec, record);
   PromptUnits u;
   auto bos = tok.bos_id();
@@ -107,7 +108,7 @@ PromptUnits encode_units(const TaskSpec& spec, const json& record, const model::
   messages.push_back({text::Role::user, user});
   text::RenderOptions ro;
   ro.add_generation_prompt = true;
-  const auto segments = text::render_chat(kind, messages, ro);
+  const auto segments = text::render_chat(chat_template, messages, ro);
   if (bos && data::template_expects_bos(kind)) u.prompt.ids.push_back(*bos);
   for (const auto& seg : segments) {
     auto ids = encode_segment(tok, seg);

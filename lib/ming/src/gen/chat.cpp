@@ -47,7 +47,7 @@ ChatSession::ChatSession(model::LoadedModel& model, ChatOptions options)
 std::vector<int64_t> ChatSession::prompt_ids(const std::string& message) const {
   const auto& tok = *model_.tokenizer;
   std::vector<int64_t> ids;
-  if (options_.template_kind == text::ChatTemplateKind::raw) {
+  if (options_.chat_template.kind() == text::ChatTemplateKind::raw) {
     if (auto bos = tok.bos_id()) ids.push_back(*bos);
     for (auto id : tok.encode(message, /*add_bos=*/false)) ids.push_back(id);
     if (ids.empty())
@@ -60,9 +60,15 @@ std::vector<int64_t> ChatSession::prompt_ids(const std::string& message) const {
   if (options_.system) messages.push_back({text::Role::system, *options_.system});
   messages.insert(messages.end(), history_.begin(), history_.end());
   messages.push_back({text::Role::user, message});
+  if (options_.chat_template.kind() == text::ChatTemplateKind::jinja) {
+    const std::string text = options_.chat_template.render(text::messages_json(messages),
+                                                           /*add_generation_prompt=*/true);
+    for (auto id : tok.encode(text, /*add_bos=*/false, /*parse_special=*/true)) ids.push_back(id);
+    return ids;
+  }
   text::RenderOptions ro;
   ro.add_generation_prompt = true;
-  for (const auto& seg : text::render_chat(options_.template_kind, messages, ro))
+  for (const auto& seg : text::render_chat(options_.chat_template, messages, ro))
     for (auto id : tok.encode(seg.text, /*add_bos=*/false, /*parse_special=*/true))
       ids.push_back(id);
   return ids;
@@ -80,7 +86,7 @@ std::string ChatSession::reply(const std::string& message,
   if (stream) cb = [&](size_t, const std::string& delta) { stream(delta); };
   auto out = generate(model_.model, *model_.tokenizer, {ids}, options_.generation, cb);
   std::string text = out[0].text;
-  if (options_.template_kind != text::ChatTemplateKind::raw) {
+  if (options_.chat_template.kind() != text::ChatTemplateKind::raw) {
     history_.push_back({text::Role::user, message});
     history_.push_back({text::Role::assistant, text});
   }

@@ -1,5 +1,7 @@
 #include "ming/model/config.h"
 
+#include <algorithm>
+
 #include "ming/core/error.h"
 #include "ming/io/json.h"
 
@@ -43,6 +45,77 @@ std::string architecture_of(const std::string& model_type) {
   if (model_type == "llama") return "LlamaForCausalLM";
   if (model_type == "mistral") return "MistralForCausalLM";
   return "Qwen2ForCausalLM";
+}
+
+// One rope_scaling / rope_parameters object of a known type, checked; nullopt for "default".
+std::optional<RopeScaling> parse_rope_scaling(const Json& r, const std::string& type,
+                                              const std::string& in, const std::string& rope_key,
+                                              const std::string& where, const ModelConfig& c,
+                                              const Json& top) {
+  if (type == "default" || (type.empty() && rope_key == "rope_parameters")) return std::nullopt;
+  static const char* const kTypes[] = {"linear", "dynamic", "yarn", "longrope", "llama3"};
+  if (std::find(std::begin(kTypes), std::end(kTypes), type) == std::end(kTypes))
+    fail_usage(
+        "'{}': key '{}' has type '{}'; ming supports default, linear, dynamic, yarn, longrope "
+        "and llama3",
+        where, rope_key, type.empty() ? r.dump() : type);
+  RopeScaling s;
+  s.rope_type = type;
+  // Phi-3 writes original_max_position_embeddings beside rope_scaling, not inside it.
+  const int64_t original_default = int_key(
+      top, "original_max_position_embeddings",
+      type == "llama3" ? s.original_max_position_embeddings : c.max_position_embeddings, where);
+  s.original_max_position_embeddings =
+      int_key(r, "original_max_position_embeddings", original_default, in);
+  if (s.original_max_position_embeddings <= 0)
+    fail_usage("'{}': key '{}.original_max_position_embeddings' must be positive", where, rope_key);
+  if ((type == "linear" || type == "dynamic") && (!r.contains("factor") || r["factor"].is_null()))
+    fail_usage("'{}': key '{}' of type '{}' needs a 'factor'", where, rope_key, type);
+  // yarn and longrope without a factor take the ratio of the extended to the original length.
+  s.factor = num_key(r, "factor",
+                     type == "llama3" ? s.factor
+                                      : static_cast<double>(c.max_position_embeddings) /
+                                            static_cast<double>(s.original_max_position_embeddings),
+                     in);
+  if (!(s.factor > 0)) fail_usage("'{}': key '{}.factor' must be positive", where, rope_key);
+  if (type == "linear" || type == "dynamic") {
+    if (type == "dynamic" && s.factor < 1)
+      fail_usage("'{}': key '{}.factor' must be at least 1 for dynamic scaling", where, rope_key);
+  } else if (type == "llama3") {
+    s.low_freq_factor = num_key(r, "low_freq_factor", s.low_freq_factor, in);
+    s.high_freq_factor = num_key(r, "high_freq_factor", s.high_freq_factor, in);
+    if (s.low_freq_factor <= 0 || s.high_freq_factor <= s.low_freq_factor)
+      fail_usage("'{}': key '{}' has inconsistent llama3 parameters {}", where, rope_key, r.dump());
+  } else if (type == "yarn") {
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null())
+      s.attention_factor = num_key(r, "attention_factor", 1.0, in);
+    // transformers reads beta_fast/beta_slow with `or`: 0 or null means the default.
+    s.beta_fast = num_key(r, "beta_fast", 0, in);
+    if (s.beta_fast == 0) s.beta_fast = 32;
+    s.beta_slow = num_key(r, "beta_slow", 0, in);
+    if (s.beta_slow == 0) s.beta_slow = 1;
+    if (r.contains("mscale") && !r["mscale"].is_null()) s.mscale = num_key(r, "mscale", 0, in);
+    if (r.contains("mscale_all_dim") && !r["mscale_all_dim"].is_null())
+      s.mscale_all_dim = num_key(r, "mscale_all_dim", 0, in);
+    s.truncate = bool_key(r, "truncate", true, in);
+  } else if (type == "longrope") {
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null())
+      s.attention_factor = num_key(r, "attention_factor", 1.0, in);
+    const size_t half = static_cast<size_t>(c.head_size() / 2);
+    for (const char* key : {"short_factor", "long_factor"}) {
+      auto it = r.find(key);
+      if (it == r.end() || !it->is_array() || it->size() != half)
+        fail_usage("'{}': key '{}.{}' must be a list of {} numbers (head_dim / 2)", where, rope_key,
+                   key, half);
+      auto& out = std::string(key) == "short_factor" ? s.short_factor : s.long_factor;
+      for (const auto& v : *it) {
+        if (!v.is_number() || !(v.get<double>() > 0))
+          fail_usage("'{}': key '{}.{}' must hold positive numbers", where, rope_key, key);
+        out.push_back(v.get<double>());
+      }
+    }
+  }
+  return s;
 }
 
 }  // namespace
@@ -158,22 +231,7 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& where) {
     std::string type;
     for (const char* key : {"rope_type", "type"})
       if (r.contains(key) && r[key].is_string()) type = r[key].get<std::string>();
-    if (type == "llama3") {
-      RopeScaling s;
-      s.factor = num_key(r, "factor", s.factor, in);
-      s.low_freq_factor = num_key(r, "low_freq_factor", s.low_freq_factor, in);
-      s.high_freq_factor = num_key(r, "high_freq_factor", s.high_freq_factor, in);
-      s.original_max_position_embeddings =
-          int_key(r, "original_max_position_embeddings", s.original_max_position_embeddings, in);
-      if (s.factor <= 0 || s.low_freq_factor <= 0 || s.high_freq_factor <= s.low_freq_factor ||
-          s.original_max_position_embeddings <= 0)
-        fail_usage("'{}': key '{}' has inconsistent llama3 parameters {}", where, rope_key,
-                   r.dump());
-      c.rope_scaling = s;
-    } else if (!(type == "default" || (type.empty() && rope_key == "rope_parameters"))) {
-      fail_usage("'{}': key '{}' has type '{}'; ming supports only 'llama3' and 'default'", where,
-                 rope_key, type.empty() ? r.dump() : type);
-    }
+    c.rope_scaling = parse_rope_scaling(r, type, in, rope_key, where, c, j);
   }
 
   if (mistral) {
@@ -230,12 +288,25 @@ Json ModelConfig::to_json() const {
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
   if (rope_scaling) {
-    j["rope_scaling"] = {
-        {"rope_type", rope_scaling->rope_type},
-        {"factor", rope_scaling->factor},
-        {"low_freq_factor", rope_scaling->low_freq_factor},
-        {"high_freq_factor", rope_scaling->high_freq_factor},
-        {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+    const RopeScaling& r = *rope_scaling;
+    Json rs = {{"rope_type", r.rope_type},
+               {"factor", r.factor},
+               {"original_max_position_embeddings", r.original_max_position_embeddings}};
+    if (r.rope_type == "llama3") {
+      rs["low_freq_factor"] = r.low_freq_factor;
+      rs["high_freq_factor"] = r.high_freq_factor;
+    } else if (r.rope_type == "yarn") {
+      rs["beta_fast"] = r.beta_fast;
+      rs["beta_slow"] = r.beta_slow;
+      rs["truncate"] = r.truncate;
+      if (r.mscale) rs["mscale"] = *r.mscale;
+      if (r.mscale_all_dim) rs["mscale_all_dim"] = *r.mscale_all_dim;
+    } else if (r.rope_type == "longrope") {
+      rs["short_factor"] = r.short_factor;
+      rs["long_factor"] = r.long_factor;
+    }
+    if (r.attention_factor) rs["attention_factor"] = *r.attention_factor;
+    j["rope_scaling"] = rs;
   } else {
     j["rope_scaling"] = nullptr;
   }

@@ -146,7 +146,7 @@ LoadedModel load_model(const fs::path& dir, const LoadOptions& options) {
   if (options.load_tokenizer) {
     out.tokenizer = text::load_tokenizer(dir);
     for (auto id : out.tokenizer->eos_ids()) out.eos_token_ids.push_back(id);
-    out.chat_template = text::detect_chat_template(dir);
+    out.chat_template = text::ChatTemplate::load(dir);
   }
   std::sort(out.eos_token_ids.begin(), out.eos_token_ids.end());
   out.eos_token_ids.erase(std::unique(out.eos_token_ids.begin(), out.eos_token_ids.end()),

@@ -131,27 +131,98 @@ DecoderImpl::DecoderImpl(const ModelConfig& c, const torch::TensorOptions& o) {
 
 // ---- rotary --------------------------------------------------------------------------------
 
-torch::Tensor rope_inverse_frequencies(const ModelConfig& c) {
-  const int64_t hd = c.head_size();
-  // As HF: 1 / theta^(arange(0, hd, 2) / hd), in fp32.
+namespace {
+
+// base ** (arange(0, hd, 2) / hd) in fp32, as transformers computes it.
+torch::Tensor position_frequencies(double base, int64_t hd) {
   auto exponent =
       torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(hd);
-  auto inv_freq = 1.0 / torch::pow(torch::tensor(static_cast<float>(c.rope_theta)), exponent);
-  if (c.rope_scaling) {
-    const auto& s = *c.rope_scaling;
-    const double old_len = static_cast<double>(s.original_max_position_embeddings);
-    const double low_wavelen = old_len / s.low_freq_factor;
-    const double high_wavelen = old_len / s.high_freq_factor;
-    auto wavelen = 2 * M_PI / inv_freq;
-    // Long wavelengths (low frequencies) are slowed down by `factor`, short ones kept.
-    auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
-    auto smooth =
-        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-    auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-    auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
-    inv_freq = torch::where(medium, smoothed, scaled);
+  return torch::pow(torch::tensor(static_cast<float>(base)), exponent);
+}
+
+// theta^(-2i/hd) for i < hd/2.
+torch::Tensor base_frequencies(double base, int64_t hd) {
+  return 1.0 / position_frequencies(base, hd);
+}
+
+// YaRN's attention-factor formula.
+double yarn_mscale(double scale, double mscale = 1) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+}  // namespace
+
+torch::Tensor rope_inverse_frequencies(const ModelConfig& c, int64_t seq_len) {
+  const int64_t hd = c.head_size();
+  if (!c.rope_scaling) return base_frequencies(c.rope_theta, hd);
+  const RopeScaling& s = *c.rope_scaling;
+  const std::string& type = s.rope_type;
+  if (type == "linear") return base_frequencies(c.rope_theta, hd) / s.factor;
+  if (type == "dynamic") {
+    // NTK-aware: the base grows once the sequence is longer than max_position_embeddings.
+    const double max_len = static_cast<double>(c.max_position_embeddings);
+    const double len = std::max(static_cast<double>(seq_len), max_len);
+    const double base = c.rope_theta * std::pow(s.factor * len / max_len - (s.factor - 1),
+                                                static_cast<double>(hd) / (hd - 2));
+    return base_frequencies(base, hd);
   }
-  return inv_freq.to(torch::kFloat32);
+  if (type == "longrope") {
+    const bool long_context = seq_len > s.original_max_position_embeddings;
+    const auto& factors = long_context ? s.long_factor : s.short_factor;
+    auto ext = torch::tensor(std::vector<float>(factors.begin(), factors.end()));
+    return 1.0 / (ext * position_frequencies(c.rope_theta, hd));
+  }
+  if (type == "yarn") {
+    const double base = c.rope_theta;
+    const auto pos_freqs = position_frequencies(base, hd);
+    const auto extrapolation = 1.0 / pos_freqs;
+    const auto interpolation = 1.0 / (s.factor * pos_freqs);
+    // The dimensions that turn beta_fast and beta_slow times over the original length.
+    const auto correction_dim = [&](double rotations) {
+      return (hd * std::log(s.original_max_position_embeddings / (rotations * 2 * M_PI))) /
+             (2 * std::log(base));
+    };
+    double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+    if (s.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(hd - 1));
+    if (low == high) high += 0.001;
+    const auto ramp = ((torch::arange(hd / 2, torch::kFloat32) - low) / (high - low)).clamp(0, 1);
+    const auto extrapolation_factor = 1 - ramp;
+    return interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor;
+  }
+  // llama3
+  auto inv_freq = base_frequencies(c.rope_theta, hd);
+  const double old_len = static_cast<double>(s.original_max_position_embeddings);
+  const double low_wavelen = old_len / s.low_freq_factor;
+  const double high_wavelen = old_len / s.high_freq_factor;
+  auto wavelen = 2 * M_PI / inv_freq;
+  // Long wavelengths (low frequencies) are slowed down by `factor`, short ones kept.
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
+  auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return torch::where(medium, smoothed, scaled).to(torch::kFloat32);
+}
+
+double rope_attention_factor(const ModelConfig& c) {
+  if (!c.rope_scaling) return 1.0;
+  const RopeScaling& s = *c.rope_scaling;
+  if (s.attention_factor) return *s.attention_factor;
+  if (s.rope_type == "yarn") {
+    if (s.mscale && s.mscale_all_dim && *s.mscale != 0 && *s.mscale_all_dim != 0)
+      return yarn_mscale(s.factor, *s.mscale) / yarn_mscale(s.factor, *s.mscale_all_dim);
+    return yarn_mscale(s.factor);
+  }
+  if (s.rope_type == "longrope") {
+    if (s.factor <= 1.0) return 1.0;
+    return std::sqrt(1 + std::log(s.factor) /
+                             std::log(static_cast<double>(s.original_max_position_embeddings)));
+  }
+  return 1.0;
 }
 
 // ---- the whole model -----------------------------------------------------------------------
@@ -162,7 +233,9 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, const torch::TensorOptions& optio
   if (!config_.tie_word_embeddings)
     lm_head = register_module(
         "lm_head", Projection("lm_head", config_.hidden_size, config_.vocab_size, false, options));
-  inv_freq_ = rope_inverse_frequencies(config_);
+  inv_freq_ = original_inv_freq_ = rope_inverse_frequencies(config_);
+  rope_attention_factor_ = rope_attention_factor(config_);
+  rope_seq_len_cached_ = config_.max_position_embeddings;
 }
 
 torch::ScalarType CausalLMImpl::dtype() const {
@@ -174,11 +247,43 @@ torch::Device CausalLMImpl::device() const {
 
 std::pair<torch::Tensor, torch::Tensor> CausalLMImpl::rotary(const torch::Tensor& positions,
                                                              torch::ScalarType dtype) {
+  update_rope_frequencies(positions);
   if (inv_freq_.device() != positions.device()) inv_freq_ = inv_freq_.to(positions.device());
   // (B, T, hd/2) angles in fp32, duplicated for the two halves as HF's cat(freqs, freqs).
   auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;
   auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);  // (B, T, 1, hd)
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  if (rope_attention_factor_ == 1.0) return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  return {(emb.cos() * rope_attention_factor_).to(dtype),
+          (emb.sin() * rope_attention_factor_).to(dtype)};
+}
+
+// transformers' dynamic_rope_update: dynamic scaling recomputes the frequencies whenever the
+// sequence grows past the longest seen so far and returns to the original ones for a sequence
+// shorter than max_position_embeddings; longrope switches between its short and long factors
+// at original_max_position_embeddings.
+void CausalLMImpl::update_rope_frequencies(const torch::Tensor& positions) {
+  if (!config_.rope_scaling || positions.numel() == 0) return;
+  const std::string& type = config_.rope_scaling->rope_type;
+  if (type != "dynamic" && type != "longrope") return;
+  const int64_t seq_len = positions.max().item<int64_t>() + 1;
+  if (type == "longrope") {
+    const bool long_context = seq_len > config_.rope_scaling->original_max_position_embeddings;
+    if (long_context != rope_long_context_) {
+      inv_freq_ = long_context ? rope_inverse_frequencies(config_, seq_len) : original_inv_freq_;
+      rope_long_context_ = long_context;
+    }
+    return;
+  }
+  const int64_t cached = rope_seq_len_cached_;
+  const int64_t original = config_.max_position_embeddings;
+  if (seq_len > cached) {
+    inv_freq_ = rope_inverse_frequencies(config_, seq_len);
+    rope_seq_len_cached_ = seq_len;
+  }
+  if (seq_len < original && cached > original) {
+    inv_freq_ = original_inv_freq_;
+    rope_seq_len_cached_ = original;
+  }
 }
 
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& ids, const ForwardOptions& o) {

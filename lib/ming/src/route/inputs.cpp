@@ -147,15 +147,16 @@ std::vector<TraceInput> read_trace_inputs(const fs::path& file, const InputOptio
 
 std::vector<TokenizedExample> tokenize_inputs(const std::vector<TraceInput>& inputs,
                                               const text::Tokenizer& tokenizer,
-                                              text::ChatTemplateKind chat_template,
+                                              const text::ChatTemplate& chat_template,
                                               int64_t max_tokens) {
   std::vector<TokenizedExample> out;
   out.reserve(inputs.size());
   data::EncodeOptions encode;
   encode.chat_template = chat_template;
+  encode.mask = data::MaskPolicy::assistant;  // only the ids matter here
   for (const auto& in : inputs) {
     auto enc = in.is_text ? data::encode_document(tokenizer, in.text,
-                                                  data::template_expects_bos(chat_template))
+                                                  data::template_expects_bos(chat_template.kind()))
                           : data::encode_conversation(tokenizer, in.messages, encode);
     if (enc.input_ids.empty()) fail_usage("{}: the record tokenizes to nothing", in.origin);
     TokenizedExample ex;

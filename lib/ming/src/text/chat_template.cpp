@@ -1,13 +1,14 @@
-// Chat templates rendered as segments. Each renderer reproduces the Hugging Face Jinja template of
-// its family character for character (see the comments), split at the points training masks need.
+// Chat templates rendered as segments. Each built-in renderer reproduces the Hugging Face Jinja
+// template of its family character for character (see the comments), split at the points
+// training masks need; a model's own Jinja template is interpreted and split by prefix rendering.
 #include "ming/io/json.h"
 #include "ming/text/chat_template.h"
 
 #include <fstream>
 
-#include <nlohmann/json.hpp>
-
 #include "ming/core/error.h"
+#include "ming/text/jinja.h"
+#include "text/jinja/value.h"
 
 namespace ming::text {
 namespace fs = std::filesystem;
@@ -30,6 +31,8 @@ std::string chat_template_name(ChatTemplateKind kind) {
       return "llama3";
     case ChatTemplateKind::raw:
       return "raw";
+    case ChatTemplateKind::jinja:
+      return "jinja";
   }
   return "raw";
 }
@@ -55,17 +58,9 @@ const char* role_name(Role role) {
   return "user";
 }
 
-// Python's str.strip() on the whitespace that occurs in chat text (ASCII whitespace).
-bool is_space(char c) {
-  return c == ' ' || (c >= '\t' && c <= '\r');
-}
+// str.strip() as the models' templates apply it (Unicode whitespace, as @huggingface/jinja).
 std::string strip(const std::string& s, bool left = true, bool right = true) {
-  size_t b = 0, e = s.size();
-  if (left)
-    while (b < e && is_space(s[b])) ++b;
-  if (right)
-    while (e > b && is_space(s[e - 1])) --e;
-  return s.substr(b, e - b);
+  return jinja::js_trim(s, left, right);
 }
 
 class Builder {
@@ -164,9 +159,70 @@ std::vector<Segment> render_raw(const std::vector<ChatMessage>& messages) {
   return b.out;
 }
 
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::vector<Segment> render_jinja(const ChatTemplate& t, const std::vector<ChatMessage>& messages,
+                                  bool generation) {
+  const nlohmann::ordered_json all = messages_json(messages);
+  const auto render_prefix = [&](size_t n, bool gen) {
+    return t.render(nlohmann::ordered_json(all.begin(), all.begin() + static_cast<long>(n)), gen);
+  };
+  const std::string full = render_prefix(messages.size(), false);
+  Builder b;
+  size_t pos = 0;
+  const auto cannot_locate = [&](size_t i) {
+    fail_usage(
+        "{}: cannot find assistant turn {} for label masking: rendering the conversation up to it "
+        "is not a prefix of rendering the whole conversation",
+        t.name(), i);
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != Role::assistant) continue;
+    const std::string before = render_prefix(i, false);
+    const std::string opened = render_prefix(i, true);
+    if (!starts_with(full, opened) || opened.size() < pos) cannot_locate(i);
+    const size_t header =
+        starts_with(opened, before) && before.size() >= pos ? before.size() : opened.size();
+    const std::string with_turn = render_prefix(i + 1, false);
+    if (!starts_with(with_turn, opened)) cannot_locate(i);
+    const std::string turn = with_turn.substr(opened.size());
+    size_t kept = turn.size();
+    while (kept > 0 && full.compare(opened.size(), kept, turn, turn.size() - kept, kept) != 0)
+      --kept;
+    if (kept == 0 && !turn.empty()) cannot_locate(i);
+    const Role before_role = i > 0 ? messages[i - 1].role : Role::user;
+    b.add(full.substr(pos, header - pos), SegmentKind::content, before_role);
+    b.add(full.substr(header, opened.size() - header), SegmentKind::header, Role::assistant);
+    b.add(full.substr(opened.size(), kept), SegmentKind::content, Role::assistant);
+    pos = opened.size() + kept;
+  }
+  b.add(full.substr(pos), SegmentKind::content,
+        messages.empty() ? Role::user : messages.back().role);
+  if (generation) {
+    const std::string prompt = render_prefix(messages.size(), true);
+    if (!starts_with(prompt, full))
+      fail_usage(
+          "{}: the generation prompt changes the rendering of the conversation before it, so "
+          "prompt and history cannot be told apart",
+          t.name());
+    b.add(prompt.substr(full.size()), SegmentKind::header, Role::assistant);
+  }
+  return b.out;
+}
+
 }  // namespace
 
-std::vector<Segment> render_chat(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
+nlohmann::ordered_json messages_json(const std::vector<ChatMessage>& messages) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& m : messages)
+    out.push_back({{"role", role_name(m.role)}, {"content", m.content}});
+  return out;
+}
+
+std::vector<Segment> render_chat(const ChatTemplate& chat_template,
+                                 const std::vector<ChatMessage>& messages,
                                  const RenderOptions& options) {
   std::vector<ChatMessage> with_system;
   const std::vector<ChatMessage>* msgs = &messages;
@@ -175,7 +231,9 @@ std::vector<Segment> render_chat(ChatTemplateKind kind, const std::vector<ChatMe
     with_system.insert(with_system.end(), messages.begin(), messages.end());
     msgs = &with_system;
   }
-  switch (kind) {
+  switch (chat_template.kind()) {
+    case ChatTemplateKind::jinja:
+      return render_jinja(chat_template, *msgs, options.add_generation_prompt);
     case ChatTemplateKind::chatml:
       return render_chatml(*msgs, options.add_generation_prompt);
     case ChatTemplateKind::llama2:
@@ -208,32 +266,65 @@ std::optional<nlohmann::json> read_json(const fs::path& path) {
   return io::read_json(path);
 }
 
-}  // namespace
+struct TemplateSource {
+  std::string text;
+  std::string origin;
+};
 
-ChatTemplateKind detect_chat_template(const fs::path& model_dir) {
-  // 1. The template text itself: tokenizer_config.json "chat_template" (a string, or a list of
-  //    {name, template} of which "default" counts), or a separate chat_template.jinja/.json.
-  std::vector<std::string> texts;
-  auto config = read_json(model_dir / "tokenizer_config.json");
+// The Jinja chat templates a model folder carries, in the order transformers prefers them:
+// tokenizer_config.json "chat_template" (a string, or a list of {name, template} of which
+// "default" counts), then chat_template.jinja, then chat_template.json.
+std::vector<TemplateSource> template_sources(const fs::path& model_dir,
+                                             const std::optional<nlohmann::json>& config) {
+  std::vector<TemplateSource> out;
+  const std::string config_path = (model_dir / "tokenizer_config.json").string();
   if (config) {
     if (auto it = config->find("chat_template"); it != config->end()) {
-      if (it->is_string()) texts.push_back(it->get<std::string>());
+      if (it->is_string()) out.push_back({it->get<std::string>(), config_path + " chat_template"});
       if (it->is_array())
         for (const auto& t : *it)
           if (t.is_object() && t.value("name", std::string()) == "default" &&
               t.contains("template") && t["template"].is_string())
-            texts.push_back(t["template"].get<std::string>());
+            out.push_back(
+                {t["template"].get<std::string>(), config_path + " chat_template 'default'"});
     }
   }
   if (fs::is_regular_file(model_dir / "chat_template.jinja")) {
     std::ifstream in(model_dir / "chat_template.jinja");
-    texts.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    out.push_back(
+        {std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()),
+         (model_dir / "chat_template.jinja").string()});
   }
   if (auto t = read_json(model_dir / "chat_template.json"))
     if (t->contains("chat_template") && (*t)["chat_template"].is_string())
-      texts.push_back((*t)["chat_template"].get<std::string>());
-  for (const auto& t : texts)
-    if (auto kind = kind_from_template_text(t)) return *kind;
+      out.push_back({(*t)["chat_template"].get<std::string>(),
+                     (model_dir / "chat_template.json").string() + " chat_template"});
+  return out;
+}
+
+// The special tokens transformers passes to the template: strings or AddedToken objects.
+nlohmann::ordered_json special_tokens_of(const std::optional<nlohmann::json>& config) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  if (!config) return out;
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                          "cls_token", "mask_token"}) {
+    auto it = config->find(key);
+    if (it == config->end()) continue;
+    if (it->is_string())
+      out[key] = it->get<std::string>();
+    else if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+      out[key] = (*it)["content"].get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+ChatTemplateKind detect_chat_template(const fs::path& model_dir) {
+  // 1. The template text itself.
+  auto config = read_json(model_dir / "tokenizer_config.json");
+  for (const auto& t : template_sources(model_dir, config))
+    if (auto kind = kind_from_template_text(t.text)) return *kind;
   // 2. The special tokens the tokenizer declares.
   std::string tokens;
   if (config) {
@@ -250,6 +341,84 @@ ChatTemplateKind detect_chat_template(const fs::path& model_dir) {
     for (const auto& e : fs::directory_iterator(model_dir))
       if (e.path().filename() == "qwen.tiktoken") return ChatTemplateKind::chatml;
   return ChatTemplateKind::raw;
+}
+
+ChatTemplate::ChatTemplate(ChatTemplateKind kind) : kind_(kind) {
+  if (kind == ChatTemplateKind::jinja)
+    fail("ChatTemplate: a Jinja template needs its source (ChatTemplate::from_jinja)");
+}
+
+ChatTemplate ChatTemplate::from_jinja(const std::string& source, const std::string& origin,
+                                      nlohmann::ordered_json special_tokens) {
+  ChatTemplate t(ChatTemplateKind::raw);
+  t.kind_ = ChatTemplateKind::jinja;
+  t.jinja_ = std::make_shared<const jinja::Template>(source, origin);
+  t.special_tokens_ = std::move(special_tokens);
+  t.origin_ = origin;
+  return t;
+}
+
+ChatTemplate ChatTemplate::load(const fs::path& model_dir) {
+  const auto config = read_json(model_dir / "tokenizer_config.json");
+  const auto sources = template_sources(model_dir, config);
+  if (!sources.empty()) {
+    try {
+      return from_jinja(sources.front().text, sources.front().origin, special_tokens_of(config));
+    } catch (const jinja::TemplateError& e) {
+      ChatTemplate t(ChatTemplateKind::raw);
+      t.kind_ = ChatTemplateKind::jinja;
+      t.origin_ = sources.front().origin;
+      t.parse_error_ = e.what();
+      return t;
+    }
+  }
+  return ChatTemplate(detect_chat_template(model_dir));
+}
+
+ChatTemplate ChatTemplate::resolve(const std::string& name,
+                                   const std::optional<fs::path>& model_dir) {
+  if (name != "auto") return ChatTemplate(parse_chat_template(name));
+  return model_dir ? load(*model_dir) : ChatTemplate(ChatTemplateKind::raw);
+}
+
+std::string ChatTemplate::name() const {
+  if (kind_ == ChatTemplateKind::jinja) return "jinja (" + origin_ + ")";
+  return chat_template_name(kind_);
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                 const nlohmann::ordered_json& tools,
+                                 const nlohmann::ordered_json& extra) const {
+  if (kind_ == ChatTemplateKind::jinja) {
+    if (!jinja_) throw jinja::TemplateError(parse_error_);
+    // What transformers' apply_chat_template passes: messages, tools (None when absent),
+    // add_generation_prompt, the special tokens, then the caller's extra variables.
+    nlohmann::ordered_json context = special_tokens_;
+    context["messages"] = messages;
+    context["tools"] = tools;
+    context["add_generation_prompt"] = add_generation_prompt;
+    for (const auto& [k, v] : extra.items()) context[k] = v;
+    return jinja_->render(context);
+  }
+  if (!tools.is_null() && !tools.empty())
+    fail_usage("the built-in template '{}' cannot render tools (use the model's own template)",
+               name());
+  std::vector<ChatMessage> turns;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    const auto role = m.contains("role") && m["role"].is_string()
+                          ? parse_role(m["role"].get<std::string>())
+                          : std::nullopt;
+    if (!role || !m.contains("content") || !m["content"].is_string())
+      fail_usage(
+          "message {}: the built-in template '{}' renders system/user/assistant turns with text "
+          "content only (use the model's own template for tools and other roles)",
+          i, name());
+    turns.push_back({*role, m["content"].get<std::string>()});
+  }
+  RenderOptions options;
+  options.add_generation_prompt = add_generation_prompt;
+  return join_segments(render_chat(*this, turns, options));
 }
 
 }  // namespace ming::text

@@ -29,19 +29,22 @@ struct EncodedExample {
 };
 
 struct EncodeOptions {
-  text::ChatTemplateKind chat_template = text::ChatTemplateKind::chatml;
+  text::ChatTemplate chat_template{text::ChatTemplateKind::chatml};
   MaskPolicy mask = MaskPolicy::ming;
   std::string system_prompt;  // added when the conversation has no system turn ("" = none)
 };
 
 // Whether conversations in this template start with the tokenizer's BOS (LLaMA-2 <s>, LLaMA-3
 // <|begin_of_text|>); ChatML does not. raw: yes when the tokenizer has one, as for pretraining.
+// jinja: no, the model's template writes bos_token itself where it wants one.
 bool template_expects_bos(text::ChatTemplateKind kind);
 
-// Renders, encodes and masks one conversation. BOS (label kIgnoreIndex) is prepended when the
-// tokenizer has one, the template expects it and the rendering did not already start with it.
-// With the raw template, which has no end-of-turn marker, the tokenizer's end token is appended
-// after the final assistant turn as a label, so the model learns to stop.
+// Renders, encodes and masks one conversation. MaskPolicy::ming needs a built-in template (it
+// masks by the built-in segment kinds); a Jinja template takes MaskPolicy::assistant. BOS (label
+// kIgnoreIndex) is prepended when the tokenizer has one, the template expects it and the rendering
+// did not already start with it. With the raw template, which has no end-of-turn marker, the
+// tokenizer's end token is appended after the final assistant turn as a label, so the model learns
+// to stop.
 EncodedExample encode_conversation(const text::Tokenizer& tokenizer,
                                    const std::vector<text::ChatMessage>& messages,
                                    const EncodeOptions& options);

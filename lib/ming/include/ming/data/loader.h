@@ -95,7 +95,7 @@ class TrainingData {
     return examples_.at(dataset);
   }
   int32_t pad_id() const { return pad_id_; }
-  text::ChatTemplateKind chat_template() const { return chat_template_; }
+  const text::ChatTemplate& chat_template() const { return chat_template_; }
   // Items per epoch of the mixture, and how many each dataset contributes.
   int64_t epoch_size() const { return epoch_size_; }
   const std::vector<int64_t>& per_epoch_counts() const { return per_epoch_counts_; }
@@ -110,7 +110,7 @@ class TrainingData {
   std::vector<std::vector<EncodedExample>> examples_;
   std::vector<DatasetStats> stats_;
   int32_t pad_id_ = 0;
-  text::ChatTemplateKind chat_template_ = text::ChatTemplateKind::raw;
+  text::ChatTemplate chat_template_{text::ChatTemplateKind::raw};
   int64_t epoch_size_ = 0;
   std::vector<int64_t> per_epoch_counts_;
   uint64_t fingerprint_ = 0;

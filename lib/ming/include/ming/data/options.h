@@ -134,8 +134,10 @@ struct DatasetSpec {
 
 struct DataOptions {
   std::vector<DatasetSpec> datasets;
-  // Chat template for conversations: chatml | llama2 | llama3 | raw | auto (auto: what the model
-  // folder declares, else what the tokenizer's special tokens suggest, else raw).
+  // Chat template for conversations: chatml | llama2 | llama3 | raw | auto. auto with mask
+  // assistant: the model's own Jinja template (assistant spans found by rendering prefixes);
+  // auto with mask ming: the built-in renderer of the model's family (MING's ChatML masking
+  // needs its segments), else what the tokenizer's special tokens suggest, else raw.
   std::string chat_template = "auto";
   std::string mask = "ming";  // ming | assistant
   // Longest sequence in tokens. Conversations keep their start; text documents longer than this
@@ -176,7 +178,9 @@ struct DataOptions {
   template <class V>
   void visit(V& v) {
     v("datasets", datasets, "list of {path, format, weight}");
-    v("template", chat_template, "chatml | llama2 | llama3 | raw | auto");
+    v("template", chat_template,
+      "chatml | llama2 | llama3 | raw | auto (the model's own template; its family's built-in "
+      "one under mask ming)");
     v("mask", mask, "ming | assistant");
     v("cutoff_len", cutoff_len, "maximum sequence length in tokens");
     v("packing", packing, "pack several examples per row (block-diagonal attention)");

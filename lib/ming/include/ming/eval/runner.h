@@ -36,6 +36,8 @@ struct RunOptions {
   std::filesystem::path output_dir;    // empty: default_output_dir()
   std::filesystem::path trace_routes;  // empty: no trace
   std::filesystem::path share_dir;     // empty: the compiled-in share folder
+  // auto: the model's own chat template; chatml | llama2 | llama3 | raw: that built-in renderer.
+  std::string chat_template = "auto";
   ScorerOptions scorer;
   model::LoadOptions load;
   BootstrapOptions bootstrap;

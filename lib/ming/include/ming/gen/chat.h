@@ -1,8 +1,10 @@
 // A conversation with a model: the history, the chat template, and generation of each reply.
 //
 // Used by ming-chat (interactive and one-shot) and by anything else that wants "answer this as
-// the assistant" with the same rendering and tokenisation as training uses: each template segment
-// is encoded on its own with special tokens parsed, as render_chat prescribes.
+// the assistant" with the same rendering and tokenisation as training uses: each built-in template
+// segment is encoded on its own with special tokens parsed, as render_chat prescribes; a model's
+// own Jinja template renders one text, encoded whole (what transformers' apply_chat_template
+// with tokenize=True gives).
 #pragma once
 
 #include <optional>
@@ -17,7 +19,7 @@
 namespace ming::gen {
 
 struct ChatOptions {
-  text::ChatTemplateKind template_kind = text::ChatTemplateKind::chatml;
+  text::ChatTemplate chat_template{text::ChatTemplateKind::chatml};
   std::optional<std::string> system;
   GenerateOptions generation;
 };

@@ -18,14 +18,27 @@
 
 namespace ming::model {
 
-// LLaMA-3.1's "llama3" rope_scaling: long wavelengths divided by `factor`, short ones kept,
-// a smooth blend in between.
+// RoPE frequency scaling, the types transformers implements (modeling_rope_utils.py):
+//  linear   - every inverse frequency divided by `factor`
+//  dynamic  - NTK-aware: the base grows with the sequence length once it passes
+//             max_position_embeddings, recomputed as the sequence grows (as transformers' forward)
+//  yarn     - interpolation for low frequencies, extrapolation for high ones, a linear ramp
+//             between (beta_fast/beta_slow rotations), cos/sin scaled by the attention factor
+//  longrope - per-frequency factors: short_factor up to original_max_position_embeddings,
+//             long_factor past it; cos/sin scaled by the attention factor
+//  llama3   - LLaMA-3.1: long wavelengths divided by `factor`, short ones kept, a blend between
 struct RopeScaling {
   std::string rope_type = "llama3";
   double factor = 8.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
   int64_t original_max_position_embeddings = 8192;
+  std::optional<double> attention_factor;         // yarn, longrope: derived from factor when absent
+  double beta_fast = 32.0;                        // yarn
+  double beta_slow = 1.0;                         // yarn
+  std::optional<double> mscale, mscale_all_dim;   // yarn (DeepSeek-style attention factor)
+  bool truncate = true;                           // yarn: round the correction range outwards
+  std::vector<double> short_factor, long_factor;  // longrope, head_dim / 2 each
 };
 
 struct ModelConfig {

@@ -36,7 +36,7 @@ struct LoadedModel {
   ModelConfig config;
   CausalLM model{nullptr};
   std::shared_ptr<text::Tokenizer> tokenizer;  // null when not loaded
-  text::ChatTemplateKind chat_template = text::ChatTemplateKind::raw;
+  text::ChatTemplate chat_template{text::ChatTemplateKind::raw};
   // generation_config.json (empty object when absent).
   nlohmann::json generation_config = nlohmann::json::object();
   // Token ids that end generation: generation_config's eos_token_id, else config.json's, plus

@@ -164,13 +164,21 @@ class CausalLMImpl : public torch::nn::Module {
   // (B, T) positions -> cos, sin: (B, T, 1, hd) in `dtype`.
   std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions,
                                                  torch::ScalarType dtype);
+  void update_rope_frequencies(const torch::Tensor& positions);
   ModelConfig config_;
-  torch::Tensor inv_freq_;  // (hd/2) fp32, llama3 scaling applied
+  torch::Tensor inv_freq_;           // (hd/2) fp32, scaling applied, for the current length
+  torch::Tensor original_inv_freq_;  // for sequences within the original length
+  double rope_attention_factor_ = 1.0;
+  int64_t rope_seq_len_cached_ = 0;  // dynamic: the length inv_freq_ was computed for
+  bool rope_long_context_ = false;   // longrope: inv_freq_ uses long_factor
 };
 TORCH_MODULE(CausalLM);
 
-// The rotary inverse frequencies theta^(-2i/hd) for i < hd/2, with llama3 scaling when configured
-// (fp64 maths, returned as fp32 like HF's).
-torch::Tensor rope_inverse_frequencies(const ModelConfig& config);
+// The rotary inverse frequencies theta^(-2i/hd) for i < hd/2 with the configured rope_scaling,
+// in fp32 as transformers computes them, for a sequence of `seq_len` positions (dynamic and
+// longrope depend on it; 0 = within the original length).
+torch::Tensor rope_inverse_frequencies(const ModelConfig& config, int64_t seq_len = 0);
+// The factor transformers multiplies cos and sin by (yarn and longrope; 1 otherwise).
+double rope_attention_factor(const ModelConfig& config);
 
 }  // namespace ming::model

@@ -59,7 +59,7 @@ std::vector<TraceInput> read_trace_inputs(const std::filesystem::path& file,
 // max_tokens (> 0) are cut to their first max_tokens tokens.
 std::vector<TokenizedExample> tokenize_inputs(const std::vector<TraceInput>& inputs,
                                               const text::Tokenizer& tokenizer,
-                                              text::ChatTemplateKind chat_template,
+                                              const text::ChatTemplate& chat_template,
                                               int64_t max_tokens = 0);
 
 }  // namespace ming::route
