@@ -151,7 +151,7 @@ TEST_CASE("hostile files: a tokenizer with 10^8 merges is refused before they ar
   write_sparse(dir / "merges.txt", merges, 400000000);
   expect_refused(
       "merges.txt", [&] { text::load_tokenizer(dir / "vocab.json"); },
-      "merges.txt:6: more merges than the 4 vocabulary pieces");
+      "merges.txt:18: more merges than 4 per each of the 4 vocabulary pieces");
   // In a tokenizer.json 10^8 merges take at least 600 MB: refused from the file size alone.
   const auto json_dir = tmp / "json";
   fs::create_directories(json_dir);
@@ -159,12 +159,13 @@ TEST_CASE("hostile files: a tokenizer with 10^8 merges is refused before they ar
   expect_refused(
       "tokenizer.json", [&] { text::load_tokenizer(json_dir); }, "more than the 512 MiB");
   // And a small one with more merges than pieces.
-  test::write_text(json_dir / "tokenizer.json",
-                   R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, )"
-                   R"("merges": ["a b", "a b", "b a"]}})");
+  test::write_text(
+      json_dir / "tokenizer.json",
+      R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, )"
+      R"("merges": ["a b", "a b", "b a", "a b", "a b", "b a", "a b", "a b", "b a"]}})");
   expect_refused(
       "tokenizer.json merges", [&] { text::load_tokenizer(json_dir); },
-      "3 merges for 2 vocabulary pieces");
+      "9 merges for 2 vocabulary pieces");
   // Token ids are table indices: one hostile id must not allocate a table of 2^31 pieces.
   test::write_text(
       json_dir / "tokenizer.json",
