@@ -18,7 +18,7 @@ namespace ming::train {
 RunLock::RunLock(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  const fs::path path = dir / ".ming-train.lock";
+  const fs::path path = dir / RunLock::kFileName;
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("cannot create the run lock '{}': {}", path.string(), std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {

@@ -12,6 +12,8 @@ namespace ming::train {
 // SIGKILL included, and a later --resume is never blocked by a stale lock file.
 class RunLock {
  public:
+  static constexpr const char* kFileName = ".ming-train.lock";
+
   explicit RunLock(const std::filesystem::path& dir);
   ~RunLock();
   RunLock(const RunLock&) = delete;

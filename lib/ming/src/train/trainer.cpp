@@ -170,7 +170,12 @@ fs::path checkpoint_to_resume(const TrainOptions& options, const RunOptions& run
     log::info("resume: no checkpoint in '{}', starting from scratch", out_dir.string());
     return {};
   }
-  const bool empty = !fs::is_directory(out_dir) || fs::is_empty(out_dir);
+  // The run lock is not a result: a folder holding only a lock (left by a run that stopped before
+  // writing anything) counts as empty.
+  bool empty = true;
+  if (fs::is_directory(out_dir))
+    for (const auto& entry : fs::directory_iterator(out_dir))
+      if (entry.path().filename() != RunLock::kFileName) empty = false;
   if (empty) return {};
   if (options.overwrite_output_dir) {
     if (main_rank)
