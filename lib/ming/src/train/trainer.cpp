@@ -137,7 +137,8 @@ std::pair<double, double> load_balance(const std::map<std::string, adapt::LayerL
 
 int64_t eval_examples(const data::TrainingData& data) {
   int64_t n = 0;
-  for (int64_t d = 0; d < data.n_datasets(); ++d) n += static_cast<int64_t>(data.examples(d).size());
+  for (int64_t d = 0; d < data.n_datasets(); ++d)
+    n += static_cast<int64_t>(data.examples(d).size());
   return n;
 }
 
@@ -186,11 +187,15 @@ fs::path checkpoint_to_resume(const TrainOptions& options, const RunOptions& run
     return {};
   }
   if (!checkpoints.empty()) {
-    log::info("resume: '{}' has checkpoints; resuming from {} (change output_dir or set "
-              "overwrite_output_dir to start from scratch)",
-              out_dir.string(), checkpoints.back().second.string());
+    log::info(
+        "resume: '{}' has checkpoints; resuming from {} (change output_dir or set "
+        "overwrite_output_dir to start from scratch)",
+        out_dir.string(), checkpoints.back().second.string());
     return checkpoints.back().second;
   }
+  // Rank 0 has already begun writing the folder (lock, config.yaml) by the time other ranks
+  // look; it alone refuses, and its exit ends the others.
+  if (!main_rank) return {};
   fail_usage(
       "output_dir '{}' already exists and is not empty; set overwrite_output_dir: true to train "
       "over it from scratch, or choose another output_dir",
@@ -290,8 +295,8 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
                                                     static_cast<uint64_t>(options.seed));
     train_data = split.train;
     eval_data = split.eval;
-    log::info("data: val_size {}: {} examples held out for evaluation (seed {})",
-              options.val_size, eval_examples(*eval_data), options.seed);
+    log::info("data: val_size {}: {} examples held out for evaluation (seed {})", options.val_size,
+              eval_examples(*eval_data), options.seed);
   }
   data::DataLoader loader(train_data, options.per_device_train_batch_size, world.rank,
                           world.world_size);
@@ -330,9 +335,10 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   if (const fs::path dir = checkpoint_to_resume(options, run, main_rank); !dir.empty()) {
     {
       if (!fs::exists(dir / "optimizer.pt"))
-        fail_usage("checkpoint '{}' was written with save_only_model (no optimizer, RNG or data "
-                   "state) and cannot be resumed; set overwrite_output_dir to start again",
-                   dir.string());
+        fail_usage(
+            "checkpoint '{}' was written with save_only_model (no optimizer, RNG or data "
+            "state) and cannot be resumed; set overwrite_output_dir to start again",
+            dir.string());
       log::info("resume: from {}", dir.string());
       auto weights = io::SafetensorsFile::open(dir / "trainable.safetensors");
       torch::NoGradGuard no_grad;
@@ -441,9 +447,9 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
   EvalLossOptions eval_options;
   eval_options.batch_size = options.per_device_eval_batch_size;
   eval_options.max_examples = options.max_eval_examples;
-  const int64_t steps_per_epoch = std::max<int64_t>(
-      1, (loader.steps_per_epoch() + options.gradient_accumulation_steps - 1) /
-             options.gradient_accumulation_steps);
+  const int64_t steps_per_epoch =
+      std::max<int64_t>(1, (loader.steps_per_epoch() + options.gradient_accumulation_steps - 1) /
+                               options.gradient_accumulation_steps);
   const int64_t eval_every = options.eval_steps > 0 ? options.eval_steps : options.logging_steps;
   auto evaluation_due = [&](int64_t done) {
     if (!eval_data || options.eval_strategy == "no") return false;
@@ -599,14 +605,16 @@ TrainResult train(const TrainOptions& options, const RunOptions& run) {
       EvalLoss eval;
       {
         CpuAutocast autocast(full && options.bf16);
-        eval = evaluate_loss(base.model, *eval_data, eval_options, group, moe_context.get(), device);
+        eval =
+            evaluate_loss(base.model, *eval_data, eval_options, group, moe_context.get(), device);
       }
       base.model->train();
       if (options.load_best_model_at_end && eval.loss < best_eval_loss) {
         best_eval_loss = eval.loss;
         best_step = done;
         best_weights.clear();
-        for (const auto& p : trainable) best_weights.push_back(p.detach().to(torch::kCPU, true).clone());
+        for (const auto& p : trainable)
+          best_weights.push_back(p.detach().to(torch::kCPU, true).clone());
       }
       if (main_rank) {
         Json line = {{"step", done}, {"eval_loss", eval.loss}};
