@@ -61,8 +61,8 @@ constexpr OtherStage kOtherStageKeys[] = {
 };
 
 // Reporting integrations other than TensorBoard: ming's metrics.jsonl carries the same numbers.
-constexpr const char* kOtherReporters[] = {"wandb", "swanlab", "mlflow", "comet_ml", "clearml",
-                                           "neptune", "dvclive", "all"};
+constexpr const char* kOtherReporters[] = {"wandb",   "swanlab", "mlflow",  "comet_ml",
+                                           "clearml", "neptune", "dvclive", "all"};
 
 config::Json as_name_list(const config::Json& value) {
   if (value.is_string()) {
@@ -91,8 +91,9 @@ void apply_llamafactory_conventions(config::Document& doc) {
   if (auto it = root.find("stage"); it != root.end()) {
     const std::string stage = it->is_string() ? it->get<std::string>() : it->dump();
     if (stage != "sft")
-      fail_usage("{}: stage {} is not supported (ming-train does supervised fine-tuning: stage sft)",
-                 doc.where("/stage"), stage);
+      fail_usage(
+          "{}: stage {} is not supported (ming-train does supervised fine-tuning: stage sft)",
+          doc.where("/stage"), stage);
     root.erase(it);
   }
   if (auto it = root.find("do_train"); it != root.end()) {
@@ -103,9 +104,10 @@ void apply_llamafactory_conventions(config::Document& doc) {
   }
   for (const OtherStage& k : kOtherStageKeys)
     if (root.contains(k.key))
-      fail_usage("{}: key '{}' belongs to stage {}, which is not supported (ming-train does "
-                 "supervised fine-tuning)",
-                 doc.where(std::string("/") + k.key), k.key, k.stage);
+      fail_usage(
+          "{}: key '{}' belongs to stage {}, which is not supported (ming-train does "
+          "supervised fine-tuning)",
+          doc.where(std::string("/") + k.key), k.key, k.stage);
   for (const Inert& k : kInertKeys) {
     auto it = root.find(k.key);
     if (it == root.end()) continue;
@@ -128,15 +130,14 @@ void apply_llamafactory_conventions(config::Document& doc) {
         probs.push_back(std::stod(p, &used));
         if (used != p.size()) throw std::invalid_argument(p);
       } catch (const std::exception&) {
-        fail_usage("{}: interleave_probs: '{}' is not a number", doc.where("/interleave_probs"),
-                   p);
+        fail_usage("{}: interleave_probs: '{}' is not a number", doc.where("/interleave_probs"), p);
       }
     }
     *it = probs;
   }
   if (auto it = root.find("max_samples"); it != root.end() && it->is_null()) root.erase(it);
-  if (auto it = root.find("resume_from_checkpoint"); it != root.end() && it->is_boolean() &&
-                                                      !it->get<bool>())
+  if (auto it = root.find("resume_from_checkpoint");
+      it != root.end() && it->is_boolean() && !it->get<bool>())
     *it = nullptr;
   if (auto it = root.find("report_to"); it != root.end()) {
     config::Json kept = config::Json::array();
@@ -146,9 +147,10 @@ void apply_llamafactory_conventions(config::Document& doc) {
       bool other = false;
       for (const char* o : kOtherReporters) other = other || name == o;
       if (other)
-        log::info("config: report_to '{}' has no effect in ming: it writes metrics.jsonl and, "
-                  "with report_to tensorboard, TensorBoard event files",
-                  name);
+        log::info(
+            "config: report_to '{}' has no effect in ming: it writes metrics.jsonl and, "
+            "with report_to tensorboard, TensorBoard event files",
+            name);
       else
         kept.push_back(r);
     }

@@ -39,7 +39,7 @@ struct TrainOptions {
   std::vector<data::DatasetSpec> dataset;
   std::vector<data::DatasetSpec> eval_dataset;
   std::string dataset_dir = "data";
-  int64_t max_samples = 0;  // first records per dataset; 0 = all
+  int64_t max_samples = 0;   // first records per dataset; 0 = all
   std::string mix_strategy;  // weights | concat | interleave_under | interleave_over; "" = auto
   std::vector<double> interleave_probs;  // the datasets' weights (interleave_* strategies)
   // Examples held out of `dataset` for evaluation: a fraction in (0, 1) or a count; 0 = none.
@@ -143,7 +143,8 @@ struct TrainOptions {
     v("eval_steps", eval_steps, "evaluation loss every N steps (0: logging_steps)");
     v("per_device_eval_batch_size", per_device_eval_batch_size, "rows per rank in evaluation");
     v("load_best_model_at_end", load_best_model_at_end, "result = checkpoint of lowest eval_loss");
-    v("overwrite_output_dir", overwrite_output_dir, "train from scratch over a non-empty output_dir");
+    v("overwrite_output_dir", overwrite_output_dir,
+      "train from scratch over a non-empty output_dir");
     v("resume_from_checkpoint", resume_from_checkpoint, "checkpoint folder, or true: the newest");
     v("save_only_model", save_only_model, "checkpoints without optimizer/RNG state (no resume)");
     v("plot_loss", plot_loss, "write training_loss.svg / training_eval_loss.svg");
